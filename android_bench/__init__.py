@@ -1,0 +1,1 @@
+"""mobileisp.android_bench stage."""

@@ -1,0 +1,1 @@
+"""mobileisp.export stage."""

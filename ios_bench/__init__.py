@@ -1,0 +1,1 @@
+"""mobileisp.ios_bench stage."""

@@ -1,0 +1,1 @@
+"""Classical baselines (filled in by the baselines work)."""
