@@ -1,3 +1,221 @@
-"""Command line entry point (placeholder; replaced below)."""
-def main(argv=None):
+"""The ``mobileisp`` command line.
+
+Each sub-command parses its arguments, calls one stage function and prints the result (a table, or JSON
+with ``--json``). Errors a user can act on are :class:`mobileisp.errors.MobileISPError`: they print one
+line, ``mobileisp: error: ...``, and exit with code 2. Heavy libraries are imported inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from mobileisp import __version__
+from mobileisp.errors import MobileISPError
+
+Handler = Callable[[argparse.Namespace], Any]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        result = args.handler(args)
+    except MobileISPError as e:
+        print(f"mobileisp: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("mobileisp: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # an internal bug: one line unless asked for the traceback
+        if os.environ.get("MOBILEISP_DEBUG"):
+            raise
+        first = (str(e).splitlines() or [""])[0]
+        print(f"mobileisp: internal error: {type(e).__name__}: {first} (set MOBILEISP_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+    if result is not None:
+        _print_result(result, args.json)
     return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse tree of every sub-command."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print the result as JSON (for scripts)")
+
+    parser = argparse.ArgumentParser(
+        prog="mobileisp",
+        description="Learned camera ISPs from PyTorch to phones: run, evaluate, train, export, benchmark.",
+    )
+    parser.add_argument("--version", action="version", version=f"mobileisp {__version__}")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    def command(name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help, description=help)
+        p.set_defaults(handler=handler)
+        return p
+
+    command("list", cmd_list, "list registered models with parameters, GMAC per output megapixel and inputs")
+
+    p = command("info", cmd_info, "show a model's spec, size and model card")
+    p.add_argument("model")
+
+    p = command("run", cmd_run, "process one RAW file (DNG, NEF, CR2, ARW, ...) into an sRGB image")
+    p.add_argument("model", help="registered model name, or `classical` / `libraw`")
+    p.add_argument("rawfile", type=Path)
+    p.add_argument("-o", "--output", type=Path, required=True, help="output image (.png, .tif or .jpg)")
+    p.add_argument("--weights", default="default", help="safetensors weights (default: the shipped ones)")
+    p.add_argument("--bits", type=int, default=8, choices=(8, 16), help="bits per channel of the output image")
+    p.add_argument("--tile", type=int, default=512, help="tile edge in packed pixels (0: whole image)")
+    p.add_argument("--overlap", type=int, default=32, help="context around each tile in packed pixels")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+
+    p = command("demo", cmd_demo, "make a DNG, process it with every shipped model and the baselines, write images + report")
+    p.add_argument("-o", "--output", type=Path, default=Path("out/demo"), help="output folder (default out/demo)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output folder")
+
+    p = command("evaluate", cmd_evaluate, "PSNR / SSIM / ΔE2000 of models against ground truth")
+    p.add_argument("models", nargs="+", help="model names (classical and libraw are baselines)")
+    p.add_argument("--set", dest="dataset", default="heldout", help="heldout | zrr:PATH | pairs:PATH")
+    p.add_argument("--n", type=int, default=16, help="number of images")
+    p.add_argument("--size", type=int, default=128, help="image size (full-resolution pixels)")
+    p.add_argument("--weights", default="default", help="weights for a single learned model")
+
+    _add_optional_commands(sub, command)
+    return parser
+
+
+def _add_optional_commands(sub, command) -> None:
+    """Sub-commands whose stage modules supply their own arguments."""
+    try:
+        from mobileisp import train
+    except ImportError:  # pragma: no cover - the stage is always shipped
+        train = None
+    if train is not None and hasattr(train, "add_train_arguments"):
+        p = command("train", cmd_train, "train a model (torchrun for several GPUs/nodes)")
+        train.add_train_arguments(p)
+
+
+# ----------------------------------------------------------------------------------------------- handlers
+
+
+def cmd_list(args: argparse.Namespace) -> dict[str, Any]:
+    from mobileisp.models import create_model, get_spec, list_models
+    from mobileisp.models.complexity import count_parameters, gmacs_per_output_megapixel
+
+    rows = []
+    for name in list_models():
+        spec = get_spec(name)
+        model = create_model(name, weights=None)
+        total, trainable = count_parameters(model)
+        gmac = gmacs_per_output_megapixel(model, spec) if spec.exportable else None
+        wp = spec.weights_path()
+        rows.append(
+            {
+                "model": name,
+                "family": spec.family,
+                "parameters": total,
+                "trainable": trainable,
+                "gmac_per_mp": gmac,
+                "inputs": ", ".join(f"{t.name}{tuple(t.shape)}" for t in spec.inputs),
+                "weights": "shipped" if wp is not None and wp.exists() else ("-" if not spec.trainable else "none"),
+                "description": spec.description,
+            }
+        )
+    return {"models": rows}
+
+
+def cmd_info(args: argparse.Namespace) -> dict[str, Any]:
+    from mobileisp.models import create_model, get_spec
+    from mobileisp.models.complexity import count_parameters
+
+    spec = get_spec(args.model)
+    total, trainable = count_parameters(create_model(args.model, weights=None))
+    info: dict[str, Any] = {"spec": spec.to_dict(), "parameters": total, "trainable_parameters": trainable}
+    wp = spec.weights_path()
+    card = wp.with_suffix(".json") if wp is not None else None
+    if card is not None and card.exists():
+        info["model_card"] = json.loads(card.read_text())
+    return info
+
+
+def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
+    from mobileisp.run import run_file
+
+    return run_file(
+        args.model, args.rawfile, args.output, weights=args.weights, bits=args.bits, tile=args.tile,
+        overlap=args.overlap, force=args.force, progress=not args.json,
+    ).to_dict()
+
+
+def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
+    from mobileisp.demo import run_demo
+
+    return run_demo(args.output, force=args.force).to_dict()
+
+
+def cmd_evaluate(args: argparse.Namespace):
+    from mobileisp.evaluate import evaluate
+
+    if args.weights != "default" and len(args.models) != 1:
+        raise MobileISPError("--weights applies to a single model; evaluate one model at a time with it")
+    result = evaluate([(m, args.weights) for m in args.models], dataset=args.dataset, n=args.n, size=args.size)
+    return result
+
+
+def cmd_train(args: argparse.Namespace):
+    from mobileisp import train
+
+    return train.train(train.config_from_args(args))
+
+
+# ----------------------------------------------------------------------------------------------- output
+
+
+def _print_result(result: Any, as_json: bool) -> None:
+    data = result.to_dict() if hasattr(result, "to_dict") else result
+    if as_json:
+        print(json.dumps(data, indent=2, default=str))
+    elif hasattr(result, "table"):
+        print(result.table())
+    else:
+        print(_format_plain(data))
+
+
+def _format_plain(data: Any) -> str:
+    """Readable text for dict results: lists of flat dicts become tables."""
+    if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
+        rows = next(iter(data.values()))
+        if rows and all(isinstance(r, dict) for r in rows):
+            return _table(rows)
+    return json.dumps(data, indent=2, default=str)
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    keys = list(rows[0])
+    cells = [[_cell(r.get(k)) for k in keys] for r in rows]
+    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
+    line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(keys), line(["-" * w for w in widths]), *(line(c) for c in cells)])
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

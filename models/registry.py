@@ -47,6 +47,9 @@ class ModelSpec:
         description: one line for ``mobileisp list``.
         metadata_fields: CameraMetadata fields fed as extra inputs, in order.
         scale: output pixels per packed input pixel along each axis (2 for every RAW->sRGB net here).
+        size_multiple: packed height and width must be multiples of this (U-Net and DWT depths);
+            inference pads by reflection and crops back.
+        min_size: smallest packed height/width the network accepts (global pooling paths).
         export_size: default full-resolution (H, W) of the RAW mosaic used for export.
         parity_floors: precision -> minimum PSNR (dB) of the export against the fp32 torch reference.
         trainable: False for fixed pipelines (classical, libraw).
@@ -62,6 +65,8 @@ class ModelSpec:
     description: str
     metadata_fields: tuple[str, ...] = ()
     scale: int = 2
+    size_multiple: int = 1
+    min_size: int = 1
     export_size: tuple[int, int] = (256, 256)
     parity_floors: dict[str, float] = field(default_factory=dict)
     trainable: bool = True

@@ -1,0 +1,116 @@
+"""Scoring models against ground truth on an evaluation set (PSNR, SSIM, ΔE2000)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from mobileisp.errors import DatasetError
+
+
+@dataclass
+class EvalRow:
+    """Mean metrics of one model over an evaluation set. PSNR in dB, SSIM in [0, 1], ΔE2000 in CIELAB units."""
+
+    model: str
+    weights: str
+    psnr: float
+    ssim: float
+    delta_e2000: float
+    ms_per_image: float
+    images: int
+
+
+@dataclass
+class EvalResult:
+    """What ``mobileisp evaluate`` measured."""
+
+    dataset: str
+    rows: list[EvalRow] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "rows": [asdict(r) for r in self.rows]}
+
+    def table(self) -> str:
+        """Plain-text table, best PSNR first."""
+        head = f"{'model':<20} {'PSNR dB':>8} {'SSIM':>7} {'dE2000':>7} {'ms/img':>8}  weights"
+        lines = [f"dataset: {self.dataset}", head, "-" * len(head)]
+        for r in sorted(self.rows, key=lambda r: -r.psnr):
+            lines.append(
+                f"{r.model:<20} {r.psnr:8.2f} {r.ssim:7.4f} {r.delta_e2000:7.2f} {r.ms_per_image:8.1f}  {r.weights}"
+            )
+        return "\n".join(lines)
+
+
+def load_eval_set(name: str, n: int, size: int) -> list[dict[str, Any]]:
+    """Samples of an evaluation set: ``heldout`` (synthetic held-out), ``zrr:PATH`` or ``pairs:PATH``.
+
+    Each sample is a dict with ``raw`` (4, h, w), ``srgb`` (3, 2h, 2w) tensors and metadata tensors.
+    """
+    from mobileisp import data
+
+    if name == "heldout":
+        return list(data.heldout_set(n=n, size=size))
+    ds = data.open_dataset(name, crop=size, seed=0)
+    count = min(n, len(ds))
+    if count == 0:
+        raise DatasetError(f"{name}: no samples")
+    return [ds[i] for i in range(count)]
+
+
+def evaluate_model(model, spec, samples: Sequence[dict[str, Any]], weights_label: str) -> EvalRow:
+    """Run ``model`` on every sample (batch of one) and average the metrics against ``srgb``."""
+    from mobileisp.infer import forward_padded
+    from mobileisp.metrics import compare
+
+    scores, seconds = [], 0.0
+    for s in samples:
+        raw = torch.as_tensor(s["raw"])[None]
+        meta = {f: torch.as_tensor(s[f])[None] for f in spec.metadata_fields if f in s}
+        missing = [f for f in spec.metadata_fields if f not in meta]
+        if missing:
+            raise DatasetError(f"{spec.name} needs {', '.join(missing)}, which this dataset does not provide")
+        t0 = time.perf_counter()
+        pred = forward_padded(model, spec, raw, meta)
+        seconds += time.perf_counter() - t0
+        scores.append(compare(pred, torch.as_tensor(s["srgb"])[None]))
+    mean = lambda key: float(np.mean([getattr(m, key) for m in scores]))  # noqa: E731
+    return EvalRow(
+        model=spec.name,
+        weights=weights_label,
+        psnr=mean("psnr"),
+        ssim=mean("ssim"),
+        delta_e2000=mean("delta_e2000"),
+        ms_per_image=1000.0 * seconds / max(len(samples), 1),
+        images=len(samples),
+    )
+
+
+def evaluate(models: Iterable[tuple[str, str | None]], dataset: str = "heldout", n: int = 16, size: int = 128) -> EvalResult:
+    """Evaluate each ``(model_name, weights)`` pair (weights: ``"default"``, None or a path) on ``dataset``."""
+    from mobileisp.models import create_model, get_spec
+
+    samples = load_eval_set(dataset, n, size)
+    result = EvalResult(dataset=f"{dataset} ({len(samples)} images, {size}x{size})" if dataset == "heldout" else dataset)
+    for name, weights in models:
+        spec = get_spec(name)
+        model = create_model(name, weights=weights)
+        result.rows.append(evaluate_model(model, spec, samples, weights_label(spec, weights)))
+    return result
+
+
+def weights_label(spec, weights: str | None) -> str:
+    """Human-readable description of which weights a model ran with."""
+    if not spec.trainable:
+        return "fixed pipeline"
+    if weights == "default":
+        p = spec.weights_path()
+        return p.name if p is not None and p.exists() else "random init (no shipped weights)"
+    return "random init" if weights is None else str(weights)
+
+
+__all__ = ["EvalRow", "EvalResult", "evaluate", "evaluate_model", "load_eval_set", "weights_label"]
