@@ -53,9 +53,13 @@ def load_eval_set(name: str, n: int, size: int) -> list[dict[str, Any]]:
     """
     from mobileisp import data
 
+    if size < 16 or size % 2:
+        raise DatasetError(f"--size must be an even number of pixels >= 16, got {size}")
+    if n < 1:
+        raise DatasetError(f"--n must be at least 1, got {n}")
     if name == "heldout":
         return list(data.heldout_set(n=n, size=size))
-    ds = data.open_dataset(name, crop=size, seed=0)
+    ds = data.open_dataset(name, crop=size, seed=0, split="test")
     count = min(n, len(ds))
     if count == 0:
         raise DatasetError(f"{name}: no samples")
