@@ -159,7 +159,7 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     from mobileisp.demo import run_demo
 
-    return run_demo(args.output, force=args.force).to_dict()
+    return run_demo(args.output, force=args.force)
 
 
 def cmd_evaluate(args: argparse.Namespace):
