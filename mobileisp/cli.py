@@ -89,6 +89,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=128, help="image size (full-resolution pixels)")
     p.add_argument("--weights", default="default", help="weights for a single learned model")
 
+    p = command("bench", cmd_bench, "measure an exported artefact's latency on a device")
+    p.add_argument("artefact", type=Path, help=".mlpackage (Apple)")
+    p.add_argument("--device", required=True, help="mac | iphone | iphone:UDID")
+    p.add_argument("--compute-units", default="all", choices=("all", "cpu", "cpu-gpu", "cpu-ne"),
+                   help="Core ML compute units")
+    p.add_argument("--warmup", type=int, default=5, help="untimed runs first")
+    p.add_argument("--runs", type=int, default=20, help="timed runs")
+    p.add_argument("--work-dir", type=Path, default=None, help="keep the iPhone build/result bundle here")
+    p.add_argument("-o", "--output", type=Path, default=None, help="also write the BenchResult as JSON here")
+    p.add_argument("--force", action="store_true", help="overwrite --output")
+
+    p = command("devices", cmd_devices, "list connected devices")
+    p.add_argument("--apple", action="store_true", help="the Mac and the iPhones/iPads Xcode sees")
+
+    p = command("report", cmd_report, "render collected bench results as Markdown + a latency-vs-PSNR plot")
+    p.add_argument("results", nargs="+", type=Path, help="BenchResult JSON files (from bench -o)")
+    p.add_argument("-o", "--output", type=Path, default=Path("out/report"), help="output folder")
+    p.add_argument("--force", action="store_true", help="overwrite existing report files")
+
     _add_optional_commands(sub, command)
     return parser
 
@@ -169,6 +188,40 @@ def cmd_evaluate(args: argparse.Namespace):
         raise MobileISPError("--weights applies to a single model; evaluate one model at a time with it")
     result = evaluate([(m, args.weights) for m in args.models], dataset=args.dataset, n=args.n, size=args.size)
     return result
+
+
+def cmd_bench(args: argparse.Namespace):
+    from mobileisp._io import atomic_write_json, check_writable
+
+    if args.output is not None:
+        check_writable(args.output, args.force)
+    device = args.device.lower()
+    if device in ("mac", "iphone") or device.startswith("iphone:"):
+        from mobileisp.ios_bench import bench_apple
+
+        result = bench_apple(args.artefact, args.device, compute_units=args.compute_units, warmup=args.warmup,
+                             runs=args.runs, work_dir=args.work_dir)
+    else:
+        raise MobileISPError(f"unknown --device {args.device!r}; use mac, iphone or iphone:UDID")
+    if args.output is not None:
+        atomic_write_json(args.output, result.to_dict(), force=args.force)
+    return result
+
+
+def cmd_devices(args: argparse.Namespace):
+    if not args.apple:
+        raise MobileISPError("only --apple is available: Android device listing is not part of this release yet")
+    from mobileisp.ios_bench import list_apple_devices
+
+    return {"devices": list_apple_devices()}
+
+
+def cmd_report(args: argparse.Namespace):
+    from mobileisp.report import load_results, write_report
+
+    results = load_results(args.results)
+    json_path, md_path, png_path = write_report(results, args.output, force=args.force)
+    return {"results": len(results), "json": str(json_path), "markdown": str(md_path), "plot": str(png_path)}
 
 
 def cmd_train(args: argparse.Namespace):
