@@ -36,6 +36,7 @@ from mobileisp.metadata import METADATA_FIELDS, CameraMetadata
 #: Generator tags that keep training and held-out random streams apart (ASCII "TRAN" and "HELD").
 TRAIN_TAG = 0x5452414E
 HELDOUT_TAG = 0x48454C44
+BANK_TAG = 0x42414E4B  # "BANK": the dead-leaves scene bank has its own random stream
 SOURCES = ("natural", "deadleaves")
 #: Zurich RAW-to-RGB (Huawei P20, 10-bit) black and white levels; the LiteISPNet convention.
 ZRR_BLACK_LEVEL = 63
@@ -110,6 +111,11 @@ class SyntheticRawDataset(Dataset):
         seed: dataset seed.
         sources: any of ``"natural"`` (scikit-image photos) and ``"deadleaves"``.
         split: ``"train"`` (training photos) or ``"heldout"`` (held-out photos, a separate random stream).
+        deadleaves_bank: 0 draws a fresh dead-leaves scene per sample (about 50 ms at 128 px); N > 0
+            draws a random ``crop`` window from one of N scenes of twice the crop size, generated once per
+            process from ``(seed, j)``. Camera, noise, crop and flips stay fresh per sample, so a bank
+            of a few hundred scenes keeps the data varied while making sample generation ~10x cheaper
+            for CPU training.
     """
 
     def __init__(
@@ -119,6 +125,7 @@ class SyntheticRawDataset(Dataset):
         seed: int = 0,
         sources: Sequence[str] = SOURCES,
         split: str = "train",
+        deadleaves_bank: int = 0,
     ):
         if int(length) < 1:
             raise DatasetError(f"synthetic dataset: length must be >= 1, got {length}")
@@ -133,6 +140,15 @@ class SyntheticRawDataset(Dataset):
             raise DatasetError(f"synthetic dataset: split must be 'train' or 'heldout', got {split!r}")
         self.length, self.seed, self.split = int(length), int(seed), split
         self._tag = TRAIN_TAG if split == "train" else HELDOUT_TAG
+        self.deadleaves_bank = int(deadleaves_bank)
+        self._bank: dict[int, np.ndarray] = {}
+
+    def _bank_scene(self, j: int) -> np.ndarray:
+        """Dead-leaves scene ``j`` of the bank, (2*crop, 2*crop, 3), generated on first use."""
+        if j not in self._bank:
+            rng = np.random.default_rng([BANK_TAG, self._tag, self.seed, j])
+            self._bank[j] = synth.dead_leaves(2 * self.crop, 2 * self.crop, rng)
+        return self._bank[j]
 
     def __len__(self) -> int:
         return self.length
@@ -147,6 +163,10 @@ class SyntheticRawDataset(Dataset):
             images = synth.natural_images(self.split)
             _, image = images[int(rng.integers(len(images)))]
             scene = _natural_crop(image, self.crop, rng)
+        elif self.deadleaves_bank:
+            big = self._bank_scene(int(rng.integers(self.deadleaves_bank)))
+            y, x = (int(v) for v in rng.integers(0, self.crop + 1, size=2))
+            scene = big[y : y + self.crop, x : x + self.crop]
         else:
             scene = synth.dead_leaves(self.crop, self.crop, rng)
         scene = np.rot90(scene, k=int(rng.integers(4)))
@@ -396,7 +416,8 @@ _SPEC_FORMS = "'synthetic', 'zrr:PATH' or 'pairs:PATH'"
 
 
 def open_dataset(
-    spec: str, crop: int | None = None, seed: int = 0, split: str = "train", length: int = 100_000
+    spec: str, crop: int | None = None, seed: int = 0, split: str = "train", length: int = 100_000,
+    deadleaves_bank: int = 0,
 ) -> Dataset:
     """Open a dataset from its command-line spec.
 
@@ -407,11 +428,13 @@ def open_dataset(
         seed: sample/crop seed.
         split: ``"train"``/``"test"`` for ZRR, ``"train"``/``"heldout"`` for synthetic.
         length: number of synthetic samples.
+        deadleaves_bank: see :class:`SyntheticRawDataset` (synthetic data only).
     """
     kind, _, path = str(spec).partition(":")
     kind = kind.strip().lower()
     if kind == "synthetic" and not path:
-        return SyntheticRawDataset(length, 256 if crop is None else crop, seed, split=split)
+        return SyntheticRawDataset(length, 256 if crop is None else crop, seed, split=split,
+                                   deadleaves_bank=deadleaves_bank)
     if kind == "zrr" and path:
         return ZurichRawToRgb(path, split=split, crop=crop, seed=seed)
     if kind == "pairs" and path:

@@ -149,7 +149,7 @@ def create_model(name: str, weights: str | Path | None = "default", **overrides:
 
 def load_weights(model, path: str | Path) -> None:
     """Load a safetensors state dict into ``model`` (strict), with one-line errors."""
-    from safetensors import SafetensorsError
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -157,7 +157,7 @@ def load_weights(model, path: str | Path) -> None:
         raise ModelError(f"weights file not found: {path}")
     try:
         state = load_file(str(path))
-    except (SafetensorsError, OSError, ValueError) as e:
+    except (SafetensorError, OSError, ValueError) as e:
         raise ModelError(f"cannot read weights {path}: {e}") from None
     try:
         model.load_state_dict(state, strict=True)

@@ -260,3 +260,13 @@ def test_open_dataset_specs(tmp_path):
     for bad in ("flickr", "zrr", "pairs:", "synthetic:x"):
         with pytest.raises(DatasetError, match="accepted forms: 'synthetic', 'zrr:PATH' or 'pairs:PATH'"):
             data.open_dataset(bad)
+
+
+def test_deadleaves_bank_is_deterministic_and_varied():
+    ds = data.SyntheticRawDataset(64, crop=32, seed=3, sources=("deadleaves",), deadleaves_bank=4)
+    again = data.SyntheticRawDataset(64, crop=32, seed=3, sources=("deadleaves",), deadleaves_bank=4)
+    first = [ds[i]["srgb"] for i in range(12)]
+    assert all(torch.equal(a, again[i]["srgb"]) for i, a in enumerate(first))
+    assert len(ds._bank) <= 4  # scenes are reused...
+    assert len({tuple(x.flatten()[:64].tolist()) for x in first}) == 12  # ...but every crop differs
+    assert first[0].shape == (3, 32, 32) and ds[0]["raw"].shape == (4, 16, 16)
