@@ -10,6 +10,19 @@ from mobileisp._io import atomic_write_bytes
 from mobileisp.errors import MobileISPError
 
 
+def check_image_name(path: str | Path, bits: int = 8) -> str:
+    """Validate an output image name and bit depth before any work; returns the lower-case extension."""
+    path = Path(path)
+    if bits not in (8, 16):
+        raise MobileISPError(f"--bits must be 8 or 16, not {bits}")
+    ext = path.suffix.lower()
+    if ext not in (".png", ".tif", ".tiff", ".jpg", ".jpeg"):
+        raise MobileISPError(f"cannot write {path.name}: use a .png, .tif or .jpg file name")
+    if bits == 16 and ext in (".jpg", ".jpeg"):
+        raise MobileISPError("JPEG holds 8 bits per channel; use .png or .tif for --bits 16")
+    return ext
+
+
 def save_srgb(path: str | Path, srgb: np.ndarray, bits: int = 8, force: bool = False) -> Path:
     """Write an sRGB image atomically.
 
@@ -22,13 +35,7 @@ def save_srgb(path: str | Path, srgb: np.ndarray, bits: int = 8, force: bool = F
     import cv2
 
     path = Path(path)
-    if bits not in (8, 16):
-        raise MobileISPError(f"--bits must be 8 or 16, not {bits}")
-    ext = path.suffix.lower()
-    if ext not in (".png", ".tif", ".tiff", ".jpg", ".jpeg"):
-        raise MobileISPError(f"cannot write {path.name}: use a .png, .tif or .jpg file name")
-    if bits == 16 and ext in (".jpg", ".jpeg"):
-        raise MobileISPError("JPEG holds 8 bits per channel; use .png or .tif for --bits 16")
+    ext = check_image_name(path, bits)
     img = np.asarray(srgb, dtype=np.float32)
     if img.ndim == 3 and img.shape[0] == 3 and img.shape[-1] != 3:
         img = img.transpose(1, 2, 0)

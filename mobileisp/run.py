@@ -47,13 +47,14 @@ def run_file(
     metadata) fails before anything is written.
     """
     from mobileisp.evaluate import weights_label
-    from mobileisp.images import save_srgb
+    from mobileisp.images import check_image_name, save_srgb
     from mobileisp.infer import process_packed
     from mobileisp.models import create_model, get_spec
     from mobileisp.raw import read_raw
 
     spec = get_spec(model_name)
     output = check_writable(output, force)
+    check_image_name(output, bits)
     image = read_raw(rawfile)
     model = create_model(model_name, weights=weights)
     bar = _progress_bar(progress)
