@@ -9,3 +9,5 @@ from mobileisp.models.registry import ModelSpec, TensorSpec, create_model, get_s
 from mobileisp.models import classical  # noqa: F401,E402  (registers `classical` and `libraw`)
 
 __all__ = ["ModelSpec", "TensorSpec", "create_model", "get_spec", "list_models", "register_model"]
+from mobileisp.models import cameranet, deepisp  # noqa: F401,E402
+from mobileisp.models import liteisp  # noqa: F401,E402
