@@ -135,7 +135,7 @@ def cmd_list(args: argparse.Namespace) -> dict[str, Any]:
         spec = get_spec(name)
         model = create_model(name, weights=None)
         total, trainable = count_parameters(model)
-        gmac = gmacs_per_output_megapixel(model, spec) if spec.exportable else None
+        gmac = gmacs_per_output_megapixel(model, spec) if spec.trainable else None
         wp = spec.weights_path()
         rows.append(
             {
@@ -144,7 +144,7 @@ def cmd_list(args: argparse.Namespace) -> dict[str, Any]:
                 "parameters": total,
                 "trainable": trainable,
                 "gmac_per_mp": gmac,
-                "inputs": ", ".join(f"{t.name}{tuple(t.shape)}" for t in spec.inputs),
+                "inputs": " ".join(f"{t.name}[{','.join(map(str, t.shape))}]" for t in spec.inputs),
                 "weights": "shipped" if wp is not None and wp.exists() else ("-" if not spec.trainable else "none"),
                 "description": spec.description,
             }

@@ -677,7 +677,7 @@ class _Run:
             if heldout and steps_run == 0:  # resumed a finished run: nothing to train, still report
                 metrics = self.validate(heldout, step)
             if complete:
-                weights = _export(self.out_dir, self.model, self.spec, cfg, step, metrics, self.loss_fn.name)
+                weights = _export(self.out_dir, self.model, self.spec, step)
         result = TrainResult(
             model=cfg.model, step=step, steps=cfg.steps, steps_run=steps_run, complete=complete, final_loss=last_loss,
             psnr=_get(metrics, "psnr"), ssim=_get(metrics, "ssim"), delta_e2000=_get(metrics, "delta_e2000"),
@@ -689,6 +689,8 @@ class _Run:
         )
         if dist.main:
             self.log({"event": "end", **result.to_dict()})
+            if weights is not None:
+                write_model_card(self.out_dir, cfg.to_dict(), result.to_dict(), self.loss_fn.name)
         if dist.world > 1:
             tdist.barrier()
         return result
@@ -703,23 +705,71 @@ class _Run:
             f.write(json.dumps(record) + "\n")
 
 
-def _export(out_dir: Path, model, spec, cfg: TrainConfig, step: int, metrics, loss_name: str) -> Path:
-    """Write ``<model>.safetensors`` and its model card ``<model>.json``."""
+def _export(out_dir: Path, model, spec, step: int) -> Path:
+    """Write the final weights ``<out_dir>/<model>.safetensors`` (the card follows in :func:`write_model_card`)."""
     from safetensors.torch import save_file
 
-    from mobileisp import __version__
-    from mobileisp._io import atomic_path, atomic_write_json
+    from mobileisp._io import atomic_path
 
     path = out_dir / f"{spec.name}.safetensors"
     state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
     with atomic_path(path, force=True) as tmp:
         save_file(state, str(tmp), metadata={"model": spec.name, "step": str(step)})
-    card = {"model": spec.name, "weights": path.name, "data": cfg.data, "steps": step, "batch_size": cfg.batch_size,
-            "crop": cfg.crop, "loss": loss_name, "stage": cfg.stage, "seed": cfg.seed,
-            "heldout": {"n": cfg.heldout_n, "size": cfg.heldout_size, **(metrics or {})},
-            "mobileisp_version": __version__}
-    atomic_write_json(out_dir / f"{spec.name}.json", card, force=True)
     return path
+
+
+def write_model_card(out_dir: Path, config: dict[str, Any], result: dict[str, Any], loss_name: str) -> Path:
+    """Write ``<out_dir>/<model>.json``: how the weights were made and what they scored on the held-out set.
+
+    Args:
+        out_dir: the run folder holding ``<model>.safetensors``.
+        config: :meth:`TrainConfig.to_dict` of the run.
+        result: :meth:`TrainResult.to_dict` of its final invocation.
+        loss_name: the training loss.
+    """
+    import platform
+    import subprocess
+
+    import torch
+
+    from mobileisp import __version__
+    from mobileisp._io import atomic_write_json
+
+    try:
+        git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
+                             cwd=Path(__file__).resolve().parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        git = None
+    device = result.get("device", "cpu")
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        hardware = f"{result.get('world_size', 1)} x {torch.cuda.get_device_name()}"
+    else:
+        hardware = f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {config.get('threads') or torch.get_num_threads()} threads"
+    init = config.get("init_weights")
+    card = {
+        "model": result["model"],
+        "weights": f"{result['model']}.safetensors",
+        "data": config["data"],
+        "scene_bank": config.get("scene_bank", 0),
+        "steps": result["step"],
+        "batch_size": result["batch_size"],
+        "crop": result["crop"],
+        "lr": config.get("lr"),
+        "loss": loss_name,
+        "stage": config.get("stage"),
+        "seed": config["seed"],
+        "init_weights": Path(init).name if init else None,
+        "heldout": {"n": config["heldout_n"], "size": config["heldout_size"], "psnr": result.get("psnr"),
+                    "ssim": result.get("ssim"), "delta_e2000": result.get("delta_e2000")},
+        "hardware": hardware,
+        "wall_time_s": result.get("wall_time_s"),
+        "samples_per_s": result.get("samples_per_s"),
+        "torch": torch.__version__,
+        "mobileisp_version": __version__,
+        "git": git,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    return atomic_write_json(Path(out_dir) / f"{result['model']}.json", card, force=True)
 
 
 def _finite(x: float) -> bool:

@@ -188,3 +188,19 @@ def test_unsupported_output_extension(tmp_path, good_dng):
 def test_evaluate_rejects_odd_size(tmp_path):
     proc = cli("evaluate", "classical", "--size", "127", cwd=tmp_path)
     assert_clean_error(proc, "even")
+
+
+def test_list_and_info(tmp_path):
+    proc = cli("list", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["model"]: r for r in json.loads(proc.stdout)["models"]}
+    assert {"classical", "libraw", "liteisp", "liteisp-mobile", "cameranet", "cameranet-pruned", "deepisp",
+            "deepisp-lite"} <= set(rows)
+    assert rows["liteisp"]["parameters"] == 9_047_815 and rows["cameranet"]["parameters"] == 24_952_728
+    assert rows["liteisp-mobile"]["gmac_per_mp"] > 1.0 and rows["classical"]["gmac_per_mp"] is None
+    assert rows["cameranet"]["inputs"] == "raw[N,4,H/2,W/2] color_matrix[N,3,3]"
+    info = cli("info", "deepisp", "--json", cwd=tmp_path)
+    assert info.returncode == 0, info.stderr
+    data = json.loads(info.stdout)
+    assert data["parameters"] >= 668_446 and data["spec"]["family"] == "deepisp"
+    assert_clean_error(cli("info", "nope", cwd=tmp_path), "nope")

@@ -291,6 +291,7 @@ def test_run_outputs_log_weights_and_model_card(tmp_path):
     assert 5 < res.psnr < 40 and 0 < res.delta_e2000 < 60
     card = json.loads((out / f"{TINY}.json").read_text())
     assert card["steps"] == 4 and card["loss"] == "l1+ssim" and card["heldout"]["psnr"] == res.psnr
+    assert card["hardware"].startswith("CPU") and card["wall_time_s"] > 0 and card["torch"].startswith("2.13")
     assert res.samples_per_s > 0 and res.train_time_s <= res.wall_time_s
     assert json.loads(json.dumps(res.to_dict()))["checkpoint"].endswith("step-000000004")
 
