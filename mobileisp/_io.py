@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -68,7 +69,23 @@ def atomic_write_text(path: str | os.PathLike, text: str, force: bool = False) -
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, force: bool = False) -> Path:
     """Write ``obj`` as indented JSON (keys sorted) atomically and return the path."""
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", force)
+    return atomic_write_text(path, to_json(obj, sort_keys=True) + "\n", force)
+
+
+def to_json(obj: Any, sort_keys: bool = False) -> str:
+    """Strict JSON text of ``obj``: paths and other objects as strings, non-finite floats (a PSNR of two
+    identical images is +inf) as the strings ``"inf"``, ``"-inf"``, ``"nan"`` rather than invalid JSON."""
+    return json.dumps(_finite_floats(obj), indent=2, sort_keys=sort_keys, default=str, allow_nan=False)
+
+
+def _finite_floats(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: _finite_floats(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_floats(v) for v in obj]
+    return obj
 
 
 def _remove(path: Path) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from mobileisp import __version__
+from mobileisp._io import to_json
 from mobileisp.errors import MobileISPError
 
 Handler = Callable[[argparse.Namespace], Any]
@@ -236,7 +237,7 @@ def cmd_train(args: argparse.Namespace):
 def _print_result(result: Any, as_json: bool) -> None:
     data = result.to_dict() if hasattr(result, "to_dict") else result
     if as_json:
-        print(json.dumps(data, indent=2, default=str))
+        print(to_json(data))
     elif hasattr(result, "table"):
         print(result.table())
     else:

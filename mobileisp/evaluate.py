@@ -71,8 +71,12 @@ def evaluate_model(model, spec, samples: Sequence[dict[str, Any]], weights_label
     from mobileisp.infer import forward_padded
     from mobileisp.metrics import compare
 
+    import sys
+
+    from tqdm import tqdm
+
     scores, seconds = [], 0.0
-    for s in samples:
+    for s in tqdm(samples, desc=spec.name, unit="img", leave=False, disable=not sys.stderr.isatty()):
         raw = torch.as_tensor(s["raw"])[None]
         meta = {f: torch.as_tensor(s[f])[None] for f in spec.metadata_fields if f in s}
         missing = [f for f in spec.metadata_fields if f not in meta]

@@ -31,7 +31,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from mobileisp._io import atomic_write_json
+from mobileisp._io import atomic_path, atomic_write_json, check_writable
 from mobileisp.errors import MobileISPError, ModelError
 from mobileisp.models.cameranet import CameraNet
 from mobileisp.models.registry import load_weights
@@ -182,10 +182,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights", help="cameranet safetensors to prune (default: random init, seed 0)")
     ap.add_argument("--ratio", type=float, default=DEFAULT_RATIO, help="fraction of channels removed per layer")
     ap.add_argument("--out", default=str(WIDTHS_DIR / "cameranet-pruned.json"), help="width-map JSON to write")
-    ap.add_argument("--force", action="store_true", help="overwrite --out")
+    ap.add_argument("--save-weights", default=None,
+                    help="also write the pruned weights (safetensors) to fine-tune from with `mobileisp train --init-weights`")
+    ap.add_argument("--force", action="store_true", help="overwrite --out / --save-weights")
     args = ap.parse_args(argv)
     try:
+        if args.save_weights:
+            check_writable(args.save_weights, args.force)
         model = make_pruned_cameranet(args.weights, args.ratio, args.out, force=args.force)
+        if args.save_weights:
+            from safetensors.torch import save_file
+
+            with atomic_path(args.save_weights, force=args.force) as tmp:
+                save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
     except MobileISPError as e:
         print(f"mobileisp: error: {e}", file=sys.stderr)
         return e.exit_code
