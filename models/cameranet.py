@@ -90,6 +90,7 @@ class CameraToXYZ(nn.Module):
 
     Args (forward):
         raw: (N, 4, h, w) RGGB in [0, 1], not white balanced.
+        white_balance: (N, 3) as-shot gains (R, G, B), G = 1.
         color_matrix: (N, 3, 3) XYZ (D65) -> camera RGB, DNG ``ColorMatrix`` convention.
 
     Returns:
@@ -100,9 +101,10 @@ class CameraToXYZ(nn.Module):
         super().__init__()
         self.register_buffer("white", torch.tensor(XYZ_D65, dtype=torch.float32), persistent=False)
 
-    def forward(self, raw: torch.Tensor, color_matrix: torch.Tensor) -> torch.Tensor:
-        cam_white = (color_matrix * self.white).sum(-1)  # (N, 3)
-        m = _inv3x3(color_matrix) * cam_white.amax(-1)[:, None, None]
+    def forward(self, raw: torch.Tensor, white_balance: torch.Tensor, color_matrix: torch.Tensor) -> torch.Tensor:
+        cam_white = (color_matrix * self.white).sum(-1)  # (N, 3): the camera's response to D65 white
+        # XYZ = inv(CM) diag(CM . XYZ_D65) (gains * raw): white-balanced neutral (1, 1, 1) lands on D65 white
+        m = _inv3x3(color_matrix) * (cam_white * white_balance)[:, None, :]
         r, gr, gb, b = raw[:, 0:1], raw[:, 1:2], raw[:, 2:3], raw[:, 3:4]
         g = 0.5 * (gr + gb)
         xyz = m[:, :, 0:1, None] * r + m[:, :, 1:2, None] * g + m[:, :, 2:3, None] * b
@@ -266,7 +268,7 @@ class CameraNet(nn.Module):
             is this class with a width map from ``models/widths/``.
 
     Inputs (forward): ``raw`` (N, 4, h, w) packed RGGB in [0, 1] with h, w multiples of 16 and >= 32, and
-    ``color_matrix`` (N, 3, 3) XYZ->camera. Output: sRGB (N, 3, 2h, 2w), nominally [0, 1], not clipped.
+    ``white_balance`` (N, 3) as-shot gains and ``color_matrix`` (N, 3, 3) XYZ->camera. Output: sRGB (N, 3, 2h, 2w), nominally [0, 1], not clipped.
     """
 
     def __init__(self, widths: Mapping[str, int] | None = None):
@@ -282,10 +284,10 @@ class CameraNet(nn.Module):
         self.xyz_to_srgb = FixedColorMatrix(np.linalg.inv(SRGB_TO_XYZ))
         self.enhance_net = UNet(12, _sub(w, "enhance_net."), ENHANCE_DILATIONS, residual=True, global_branch=True)
 
-    def restore(self, raw: torch.Tensor, color_matrix: torch.Tensor) -> torch.Tensor:
+    def restore(self, raw: torch.Tensor, white_balance: torch.Tensor, color_matrix: torch.Tensor) -> torch.Tensor:
         """Stage 1: packed RAW (N, 4, h, w) -> restored linear sRGB (N, 3, 2h, 2w) (white balanced, denoised)."""
         _check_size(raw, 4, 1)
-        xyz = F.pixel_shuffle(self.restore_net(self.front(raw, color_matrix)), 2)
+        xyz = F.pixel_shuffle(self.restore_net(self.front(raw, white_balance, color_matrix)), 2)
         return self.xyz_to_srgb(xyz)
 
     def enhance(self, linear: torch.Tensor) -> torch.Tensor:
@@ -297,13 +299,14 @@ class CameraNet(nn.Module):
         x = F.pixel_unshuffle(linear.clamp_min(1e-4) ** (1.0 / 2.2), 2)
         return F.pixel_shuffle(self.enhance_net(x), 2)
 
-    def forward_stages(self, raw: torch.Tensor, color_matrix: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward_stages(self, raw: torch.Tensor, white_balance: torch.Tensor,
+                       color_matrix: torch.Tensor) -> dict[str, torch.Tensor]:
         """Both stage outputs for the losses: ``{"restored": linear sRGB, "srgb": sRGB}``, each (N, 3, 2h, 2w)."""
-        restored = self.restore(raw, color_matrix)
+        restored = self.restore(raw, white_balance, color_matrix)
         return {"restored": restored, "srgb": self.enhance(restored)}
 
-    def forward(self, raw: torch.Tensor, color_matrix: torch.Tensor) -> torch.Tensor:
-        return self.enhance(self.restore(raw, color_matrix))
+    def forward(self, raw: torch.Tensor, white_balance: torch.Tensor, color_matrix: torch.Tensor) -> torch.Tensor:
+        return self.enhance(self.restore(raw, white_balance, color_matrix))
 
 
 def _sub(widths: Mapping[str, int], prefix: str) -> dict[str, int]:
@@ -346,7 +349,7 @@ register_model(
         name="cameranet",
         family="cameranet",
         description="CameraNet (TIP'21): Restore-Net + Enhance-Net U-Nets, XYZ front end, 25.0M params",
-        metadata_fields=("color_matrix",),
+        metadata_fields=("white_balance", "color_matrix"),
         size_multiple=16,
         min_size=32,
         export_size=(256, 256),
@@ -370,7 +373,7 @@ register_model(
         name="cameranet-pruned",
         family="cameranet",
         description="CameraNet channel-pruned with torch-pruning (width map in models/widths/), ~2.5M params",
-        metadata_fields=("color_matrix",),
+        metadata_fields=("white_balance", "color_matrix"),
         size_multiple=16,
         min_size=32,
         export_size=(256, 256),

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mobileisp.errors import ImageSizeError
+from mobileisp.models.classical import apply_matrix, cam_to_srgb
 from mobileisp.models.registry import ModelSpec, register_model
 
 #: Monomials of the colour transform, in the author code's order.
@@ -182,12 +183,19 @@ class DeepISP(nn.Module):
         width: low-level channels (64 = 61 features + 3 image residual).
         n_hl: high-level conv/pool layers N_hl (3).
         hl_width: high-level conv channels (64).
+        camera_frontend: white-balance the RAW with the file's as-shot gains and map the demosaiced camera
+            RGB to linear sRGB with its colour matrix before the network (fixed, parameter-free). The paper's
+            network gets neither; a phone's ISP knows both per frame (AWB gains, calibration matrix), so the
+            mobile preset uses them and the network learns denoising, detail and tone.
 
-    Input ``raw`` (N, 4, h, w) in [0, 1], h, w >= 43; output sRGB (N, 3, 2h, 2w), nominally [0, 1], not clipped.
+    Input ``raw`` (N, 4, h, w) in [0, 1], h, w >= 43 (with ``camera_frontend``: also ``white_balance`` (N, 3)
+    gains and ``color_matrix`` (N, 3, 3) XYZ->camera); output sRGB (N, 3, 2h, 2w), nominally [0, 1], not clipped.
     """
 
-    def __init__(self, n_blocks: int = 15, width: int = 64, n_hl: int = 3, hl_width: int = 64):
+    def __init__(self, n_blocks: int = 15, width: int = 64, n_hl: int = 3, hl_width: int = 64,
+                 camera_frontend: bool = False):
         super().__init__()
+        self.camera_frontend = camera_frontend
         self.demosaic = BilinearDemosaic()
         self.stem = ReflectConv2d(3, width)
         self.blocks = nn.ModuleList(LowLevelBlock(width) for _ in range(n_blocks))
@@ -195,7 +203,8 @@ class DeepISP(nn.Module):
         self.color = QuadraticColorTransform()
         self.min_size = _min_size(n_hl)
 
-    def low_level(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def low_level(self, raw: torch.Tensor, white_balance: torch.Tensor | None = None,
+                  color_matrix: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(last conv output (N, width, H, W), image estimate (N, 3, H, W) in [-0.5, 0.5]) at full resolution."""
         if raw.dim() != 4 or raw.shape[1] != 4:
             raise ImageSizeError(f"deepisp needs packed RAW (N, 4, h, w), got shape {tuple(raw.shape)}")
@@ -203,14 +212,21 @@ class DeepISP(nn.Module):
             h, w = (2 * int(s) for s in raw.shape[-2:])
             side = 2 * self.min_size
             raise ImageSizeError(f"deepisp needs a RAW image of at least {side}x{side}, got {h}x{w}")
-        image = self.demosaic(raw) - 0.5
+        if self.camera_frontend:
+            if white_balance is None or color_matrix is None:
+                raise ValueError("this DeepISP preset needs white_balance and color_matrix inputs")
+            gains = torch.cat([white_balance[:, 0:1], white_balance[:, 1:2], white_balance[:, 1:2], white_balance[:, 2:3]], 1)
+            image = apply_matrix(cam_to_srgb(color_matrix), self.demosaic(raw * gains[:, :, None, None])) - 0.5
+        else:
+            image = self.demosaic(raw) - 0.5
         y = self.stem(image)
         for block in self.blocks:
             y, image = block(y, image)
         return y, image
 
-    def forward(self, raw: torch.Tensor) -> torch.Tensor:
-        y, image = self.low_level(raw)
+    def forward(self, raw: torch.Tensor, white_balance: torch.Tensor | None = None,
+                color_matrix: torch.Tensor | None = None) -> torch.Tensor:
+        y, image = self.low_level(raw, white_balance, color_matrix)
         return self.color(image, self.high(y)) + 0.5
 
 
@@ -257,13 +273,14 @@ register_model(
     ModelSpec(
         name="deepisp-lite",
         family="deepisp",
-        description="DeepISP lite: 5 full-res blocks of 16 channels, 32-ch global path, 36K params (~11 GMAC/MP)",
+        description="DeepISP lite: camera WB + colour matrix front end, 5 full-res blocks of 16 ch, 36K params",
+        metadata_fields=("white_balance", "color_matrix"),
         size_multiple=1,
         min_size=_min_size(3),
         export_size=(256, 256),
         parity_floors=dict(PARITY_FLOORS),
         weights="deepisp-lite",
-        config={"n_blocks": 5, "width": 16, "hl_width": 32},
+        config={"n_blocks": 5, "width": 16, "hl_width": 32, "camera_frontend": True},
         loss="deepisp",
         # a ~10-minute CPU run: the paper's 5e-5 barely moves in ~150 steps (val PSNR 10.8 dB after 80 steps
         # on synthetic data, 15.6 dB with 1e-3), so a larger peak LR with cosine decay

@@ -61,10 +61,11 @@ def width_map_of(model: CameraNet) -> dict[str, int]:
 
 
 def tracing_inputs(size: int = 32) -> dict[str, torch.Tensor]:
-    """A (1, 4, size, size) packed RAW and a typical XYZ->camera matrix, for tracing."""
+    """A (1, 4, size, size) packed RAW, typical as-shot gains and XYZ->camera matrix, for tracing."""
     g = torch.Generator().manual_seed(0)
     cm = torch.tensor([[0.6722, -0.0635, -0.0963], [-0.4287, 1.2460, 0.2028], [-0.0908, 0.2162, 0.5668]])
-    return {"raw": torch.rand(1, 4, size, size, generator=g), "color_matrix": cm[None]}
+    wb = torch.tensor([[2.1, 1.0, 1.7]])
+    return {"raw": torch.rand(1, 4, size, size, generator=g), "white_balance": wb, "color_matrix": cm[None]}
 
 
 def prune_cameranet(

@@ -11,6 +11,7 @@ from mobileisp.models.cameranet import XYZ_D65, CameraNet, CameraToXYZ, _inv3x3,
 
 # Sony-like XYZ->camera matrix (DNG ColorMatrix convention)
 CM = torch.tensor([[[0.6722, -0.0635, -0.0963], [-0.4287, 1.2460, 0.2028], [-0.0908, 0.2162, 0.5668]]])
+WB = torch.tensor([[2.1, 1.0, 1.7]])
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +42,8 @@ def test_dilations_and_global_branch(cameranet):
 def test_forward_stages_shapes_and_finite(cameranet):
     raw = torch.rand(1, 4, 32, 48)
     with torch.no_grad():
-        stages = cameranet.forward_stages(raw, color_matrix=CM)
-        out = cameranet(raw, color_matrix=CM)
+        stages = cameranet.forward_stages(raw, white_balance=WB, color_matrix=CM)
+        out = cameranet(raw, white_balance=WB, color_matrix=CM)
     assert set(stages) == {"restored", "srgb"}
     assert stages["restored"].shape == stages["srgb"].shape == (1, 3, 64, 96)
     assert all(torch.isfinite(t).all() for t in stages.values())
@@ -58,22 +59,23 @@ def test_enhance_runs_on_a_linear_target(cameranet):
 @pytest.mark.parametrize("shape", [(1, 4, 40, 48), (1, 4, 16, 16), (1, 3, 32, 32), (4, 32, 32)])
 def test_bad_sizes_raise_image_size_error(cameranet, shape):
     with pytest.raises(ImageSizeError):
-        cameranet(torch.rand(*shape), color_matrix=CM)
+        cameranet(torch.rand(*shape), white_balance=WB, color_matrix=CM)
 
 
 def test_xyz_front_end_is_invertible_and_scale_free():
     torch.manual_seed(0)
     raw = torch.rand(1, 4, 3, 5)
     front = CameraToXYZ()
-    out = front(raw, CM)
-    torch.testing.assert_close(front(raw, 7.0 * CM), out)  # the file's normalisation of the matrix does not matter
+    out = front(raw, WB, CM)
+    torch.testing.assert_close(front(raw, WB, 7.0 * CM), out)  # the file's normalisation of the matrix does not matter
+    # a neutral surface: the raw the gains turn into (1, 1, 1) lands on D65 white
+    neutral = (1.0 / WB).reshape(1, 3, 1, 1)
+    raw_white = torch.cat([neutral[:, :1], neutral[:, 1:2], neutral[:, 1:2], neutral[:, 2:]], dim=1)
+    torch.testing.assert_close(front(raw_white, WB, CM)[0, :, 0, 0], torch.tensor([*XYZ_D65, 0.0]), rtol=0, atol=1e-5)
+    # invert: camera RGB = diag(1 / (cam_white * gains)) CM XYZ, then Gr/Gb from their mean and half-difference
     cam_white = CM[0] @ torch.tensor(XYZ_D65)
-    white = (cam_white / cam_white.max()).reshape(1, 3, 1, 1)  # D65 white, brightest channel at 1
-    raw_white = torch.cat([white[:, :1], white[:, 1:2], white[:, 1:2], white[:, 2:]], dim=1)
-    torch.testing.assert_close(front(raw_white, CM)[0, :, 0, 0], torch.tensor([*XYZ_D65, 0.0]), rtol=0, atol=1e-5)
-    # invert: camera RGB from XYZ, then Gr/Gb from their mean and half-difference
     xyz, d = out[:, :3], out[:, 3:]
-    rgb = torch.einsum("ij,njhw->nihw", CM[0] / cam_white.max(), xyz)
+    rgb = torch.einsum("ij,njhw->nihw", CM[0] / (cam_white * WB[0])[:, None], xyz)
     back = torch.cat([rgb[:, :1], rgb[:, 1:2] + d, rgb[:, 1:2] - d, rgb[:, 2:]], dim=1)
     torch.testing.assert_close(back, raw, rtol=0, atol=1e-5)
 
@@ -106,7 +108,7 @@ def test_unknown_or_inconsistent_widths_raise():
 
 def test_spec():
     spec = get_spec("cameranet")
-    assert spec.metadata_fields == ("color_matrix",)
+    assert spec.metadata_fields == ("white_balance", "color_matrix")
     assert spec.size_multiple == 16 and spec.min_size == 32 and spec.export_size == (256, 256)
     assert spec.loss == "cameranet" and spec.weights is None
     cfg = spec.train_config

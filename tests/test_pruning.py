@@ -42,7 +42,7 @@ def test_shipped_width_map_builds_the_recorded_model():
 def test_pruned_spec_is_a_preset_of_cameranet():
     spec = get_spec("cameranet-pruned")
     assert spec.weights == "cameranet-pruned" and spec.config == {"widths": "cameranet-pruned"}
-    assert spec.metadata_fields == ("color_matrix",) and spec.loss == "cameranet"
+    assert spec.metadata_fields == ("white_balance", "color_matrix") and spec.loss == "cameranet"
     assert type(create_model("cameranet-pruned", weights=None)) is CameraNet
 
 
