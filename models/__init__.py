@@ -6,8 +6,10 @@ Importing this package registers every model. Use :func:`create_model`, :func:`g
 
 from mobileisp.models.registry import ModelSpec, TensorSpec, create_model, get_spec, list_models, register_model
 
-from mobileisp.models import classical  # noqa: F401,E402  (registers `classical` and `libraw`)
+# importing a family registers its presets
+from mobileisp.models import classical  # noqa: F401,E402  (classical, libraw)
+from mobileisp.models import liteisp  # noqa: F401,E402  (liteisp, liteisp-mobile)
+from mobileisp.models import cameranet  # noqa: F401,E402  (cameranet, cameranet-pruned)
+from mobileisp.models import deepisp  # noqa: F401,E402  (deepisp, deepisp-lite)
 
 __all__ = ["ModelSpec", "TensorSpec", "create_model", "get_spec", "list_models", "register_model"]
-from mobileisp.models import cameranet, deepisp  # noqa: F401,E402
-from mobileisp.models import liteisp  # noqa: F401,E402
