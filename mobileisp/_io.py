@@ -46,6 +46,8 @@ def atomic_path(path: str | os.PathLike, force: bool = False, suffix: str | None
         yield tmp
         if not tmp.exists():
             raise RuntimeError(f"writer produced nothing for {path}")
+        if tmp.is_file():  # mkstemp's 0600 would outlive the rename; give the file the usual umask mode
+            os.chmod(tmp, 0o666 & ~_umask())
         if path.exists():
             _remove(path)
         os.replace(tmp, path)
@@ -86,6 +88,12 @@ def _finite_floats(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_finite_floats(v) for v in obj]
     return obj
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _remove(path: Path) -> None:
