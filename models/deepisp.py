@@ -183,8 +183,9 @@ class DeepISP(nn.Module):
         width: low-level channels (64 = 61 features + 3 image residual).
         n_hl: high-level conv/pool layers N_hl (3).
         hl_width: high-level conv channels (64).
-        camera_frontend: white-balance the RAW with the file's as-shot gains and map the demosaiced camera
-            RGB to linear sRGB with its colour matrix before the network (fixed, parameter-free). The paper's
+        camera_frontend: white-balance the RAW with the file's as-shot gains, map the demosaiced camera RGB
+            to linear sRGB with its colour matrix and apply a 1/2.2 display gamma before the network (fixed,
+            parameter-free). The paper's
             network gets neither; a phone's ISP knows both per frame (AWB gains, calibration matrix), so the
             mobile preset uses them and the network learns denoising, detail and tone.
 
@@ -216,7 +217,8 @@ class DeepISP(nn.Module):
             if white_balance is None or color_matrix is None:
                 raise ValueError("this DeepISP preset needs white_balance and color_matrix inputs")
             gains = torch.cat([white_balance[:, 0:1], white_balance[:, 1:2], white_balance[:, 1:2], white_balance[:, 2:3]], 1)
-            image = apply_matrix(cam_to_srgb(color_matrix), self.demosaic(raw * gains[:, :, None, None])) - 0.5
+            linear = apply_matrix(cam_to_srgb(color_matrix), self.demosaic(raw * gains[:, :, None, None]))
+            image = linear.clamp_min(1e-6) ** (1.0 / 2.2) - 0.5  # display gamma: the quadratic transform then only tones
         else:
             image = self.demosaic(raw) - 0.5
         y = self.stem(image)
