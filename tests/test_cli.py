@@ -198,7 +198,7 @@ def test_list_and_info(tmp_path):
             "deepisp-lite"} <= set(rows)
     assert rows["liteisp"]["parameters"] == 9_047_815 and rows["cameranet"]["parameters"] == 24_952_728
     assert rows["liteisp-mobile"]["gmac_per_mp"] > 1.0 and rows["classical"]["gmac_per_mp"] is None
-    assert rows["cameranet"]["inputs"] == "raw[N,4,H/2,W/2] color_matrix[N,3,3]"
+    assert rows["cameranet"]["inputs"] == "raw[N,4,H/2,W/2] white_balance[N,3] color_matrix[N,3,3]"
     info = cli("info", "deepisp", "--json", cwd=tmp_path)
     assert info.returncode == 0, info.stderr
     data = json.loads(info.stdout)
