@@ -91,12 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default="default", help="weights for a single learned model")
 
     p = command("bench", cmd_bench, "measure an exported artefact's latency on a device")
-    p.add_argument("artefact", type=Path, help=".mlpackage (Apple)")
-    p.add_argument("--device", required=True, help="mac | iphone | iphone:UDID")
+    p.add_argument("artefact", type=Path, help=".tflite / .onnx (host) or .mlpackage (Apple)")
+    p.add_argument("--device", required=True, help="host | mac | iphone | iphone:UDID")
+    p.add_argument("--threads", type=int, default=None, help="host: CPU threads for every runtime (default 1)")
+    p.add_argument("--compare", action="store_true",
+                   help="host: also time PyTorch fp32 eager and onnxruntime on the same input and print the ratios")
+    p.add_argument("--weights", default=None, help="host: PyTorch reference weights (default: the artefact's)")
     p.add_argument("--compute-units", default="all", choices=("all", "cpu", "cpu-gpu", "cpu-ne"),
                    help="Core ML compute units")
-    p.add_argument("--warmup", type=int, default=5, help="untimed runs first")
-    p.add_argument("--runs", type=int, default=20, help="timed runs")
+    p.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
+    p.add_argument("--runs", type=int, default=20, help="timed runs (default 20)")
     p.add_argument("--work-dir", type=Path, default=None, help="keep the iPhone build/result bundle here")
     p.add_argument("-o", "--output", type=Path, default=None, help="also write the BenchResult as JSON here")
     p.add_argument("--force", action="store_true", help="overwrite --output")
@@ -115,6 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_optional_commands(sub, command) -> None:
     """Sub-commands whose stage modules supply their own arguments."""
+    from mobileisp.export import commands as export_commands
+
+    p = command("export", export_commands.export_command,
+                "export a model to TFLite / Core ML / ONNX at a precision, validated against the fp32 reference")
+    export_commands.add_export_arguments(p)
+    p = command("validate", export_commands.validate_command,
+                "parity of an exported artefact vs the PyTorch fp32 reference on held-out RAW (exit 3 below its floor)")
+    export_commands.add_validate_arguments(p)
     try:
         from mobileisp import train
     except ImportError:  # pragma: no cover - the stage is always shipped
@@ -197,13 +209,18 @@ def cmd_bench(args: argparse.Namespace):
     if args.output is not None:
         check_writable(args.output, args.force)
     device = args.device.lower()
-    if device in ("mac", "iphone") or device.startswith("iphone:"):
+    if device == "host":
+        from mobileisp.host_bench import bench_host
+
+        result = bench_host(args.artefact, threads=args.threads, runs=args.runs, warmup=args.warmup,
+                            compare=args.compare, weights=args.weights)
+    elif device in ("mac", "iphone") or device.startswith("iphone:"):
         from mobileisp.ios_bench import bench_apple
 
         result = bench_apple(args.artefact, args.device, compute_units=args.compute_units, warmup=args.warmup,
                              runs=args.runs, work_dir=args.work_dir)
     else:
-        raise MobileISPError(f"unknown --device {args.device!r}; use mac, iphone or iphone:UDID")
+        raise MobileISPError(f"unknown --device {args.device!r}; use host, mac, iphone or iphone:UDID")
     if args.output is not None:
         atomic_write_json(args.output, result.to_dict(), force=args.force)
     return result
