@@ -88,6 +88,8 @@ class BenchResult:
         ms_min, ms_median, ms_mean: latency per prediction in milliseconds.
         ms_p90: 90th percentile in ms; None when the runtime reports neither samples nor this statistic.
         ms_std: population standard deviation in ms; None when not reported.
+        ms_p95: 95th percentile in ms where the runtime reports it (TFLite ``benchmark_model`` prints p5, median
+            and p95 but not p90), else None.
         soc: system on chip (``Apple A17 Pro``, ``Google Tensor G3``), None if unknown.
         os_version: ``iOS 17.5.1``, ``macOS 14.5``, ``Android 14``, None if unknown.
         accelerator: where it ran: TFLite ``cpu``/``gpu``/``nnapi``/``qnn``; for Core ML the compute units
@@ -117,6 +119,7 @@ class BenchResult:
     ms_mean: float
     ms_p90: float | None = None
     ms_std: float | None = None
+    ms_p95: float | None = None
     soc: str | None = None
     os_version: str | None = None
     accelerator: str | None = None
@@ -139,7 +142,7 @@ class BenchResult:
         if int(self.warmup) < 0 or int(self.runs) < 1:
             raise BenchResultError(f"warmup must be >= 0 and runs >= 1 (got {self.warmup} and {self.runs})")
         self.warmup, self.runs = int(self.warmup), int(self.runs)
-        for name in ("ms_min", "ms_median", "ms_mean", "ms_p90", "ms_std", "load_ms", "peak_memory_mb"):
+        for name in ("ms_min", "ms_median", "ms_mean", "ms_p90", "ms_p95", "ms_std", "load_ms", "peak_memory_mb"):
             value = getattr(self, name)
             if value is None:
                 continue
@@ -147,10 +150,11 @@ class BenchResult:
             if not math.isfinite(value) or value < 0:
                 raise BenchResultError(f"{name} = {value!r} must be finite and >= 0")
             setattr(self, name, value)
-        order = [v for v in (self.ms_min, self.ms_median, self.ms_p90) if v is not None]
+        order = [v for v in (self.ms_min, self.ms_median, self.ms_p90, self.ms_p95) if v is not None]
         if any(a > b * (1 + 1e-9) for a, b in zip(order, order[1:])):
             raise BenchResultError(
-                f"inconsistent latency: min {self.ms_min} <= median {self.ms_median} <= p90 {self.ms_p90} does not hold"
+                f"inconsistent latency: min {self.ms_min} <= median {self.ms_median} <= p90 {self.ms_p90} "
+                f"<= p95 {self.ms_p95} does not hold"
             )
         if self.input_shape is not None:
             self.input_shape = tuple(int(d) for d in self.input_shape)

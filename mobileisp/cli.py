@@ -92,21 +92,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("bench", cmd_bench, "measure an exported artefact's latency on a device")
     p.add_argument("artefact", type=Path, help=".tflite / .onnx (host) or .mlpackage (Apple)")
-    p.add_argument("--device", required=True, help="host | mac | iphone | iphone:UDID")
-    p.add_argument("--threads", type=int, default=None, help="host: CPU threads for every runtime (default 1)")
+    p.add_argument("--device", required=True,
+                   help="host | mac | iphone | iphone:UDID | an Android profile (pixel, snapdragon, ...) | an adb serial")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (host: every runtime, default 1; Android: default the profile's big cores)")
     p.add_argument("--compare", action="store_true",
                    help="host: also time PyTorch fp32 eager and onnxruntime on the same input and print the ratios")
-    p.add_argument("--weights", default=None, help="host: PyTorch reference weights (default: the artefact's)")
+    p.add_argument("--weights", default=None, help="PyTorch reference weights for parity (default: the artefact's)")
     p.add_argument("--compute-units", default="all", choices=("all", "cpu", "cpu-gpu", "cpu-ne"),
                    help="Core ML compute units")
     p.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
     p.add_argument("--runs", type=int, default=20, help="timed runs (default 20)")
     p.add_argument("--work-dir", type=Path, default=None, help="keep the iPhone build/result bundle here")
+    android = p.add_argument_group("Android (--device PROFILE or SERIAL)")
+    android.add_argument("--adb", default=None, help="adb executable (default: $ADB, $ANDROID_HOME/platform-tools/adb, PATH)")
+    android.add_argument("--benchmark-model", type=Path, default=None,
+                         help="Android benchmark_model binary to push (default: /data/local/tmp/benchmark_model on the phone)")
+    android.add_argument("--accelerator", default=None,
+                         help="comma-separated accelerators from the phone's profile (cpu,gpu,nnapi,qnn-htp,...); default: all usable")
+    android.add_argument("--min-secs", type=float, default=1.0, help="timed runs last at least this long (default 1 s)")
+    android.add_argument("--require-full-delegation", action="store_true",
+                         help="fail when a delegate leaves part of the graph on the CPU")
+    android.add_argument("--no-parity", action="store_true", help="skip the on-device parity check")
+    android.add_argument("--no-cooldown", action="store_true", help="do not wait for a cool phone (thermal status) before each run")
+    android.add_argument("--no-fixed-performance", action="store_true", help="leave Android's fixed-performance mode off")
     p.add_argument("-o", "--output", type=Path, default=None, help="also write the BenchResult as JSON here")
     p.add_argument("--force", action="store_true", help="overwrite --output")
 
-    p = command("devices", cmd_devices, "list connected devices")
+    p = command("devices", cmd_devices, "list connected devices (Android phones over adb, or --apple)")
     p.add_argument("--apple", action="store_true", help="the Mac and the iPhones/iPads Xcode sees")
+    p.add_argument("--adb", default=None, help="adb executable (default: $ADB, $ANDROID_HOME/platform-tools/adb, PATH)")
 
     p = command("report", cmd_report, "render collected bench results as Markdown + a latency-vs-PSNR plot")
     p.add_argument("results", nargs="+", type=Path, help="BenchResult JSON files (from bench -o)")
@@ -220,18 +235,29 @@ def cmd_bench(args: argparse.Namespace):
         result = bench_apple(args.artefact, args.device, compute_units=args.compute_units, warmup=args.warmup,
                              runs=args.runs, work_dir=args.work_dir)
     else:
-        raise MobileISPError(f"unknown --device {args.device!r}; use host, mac, iphone or iphone:UDID")
+        from mobileisp.android_bench import bench_android
+
+        accelerators = [a.strip() for a in args.accelerator.split(",") if a.strip()] if args.accelerator else None
+        result = bench_android(
+            args.artefact, args.device, adb=args.adb, benchmark_model=args.benchmark_model, accelerators=accelerators,
+            threads=args.threads, warmup=args.warmup, runs=args.runs, min_secs=args.min_secs,
+            parity=not args.no_parity, require_full_delegation=args.require_full_delegation,
+            fixed_performance=not args.no_fixed_performance, cooldown=not args.no_cooldown, weights=args.weights,
+            log=None if args.json else lambda line: print(f"mobileisp: {line}", file=sys.stderr),
+        )
     if args.output is not None:
         atomic_write_json(args.output, result.to_dict(), force=args.force)
     return result
 
 
 def cmd_devices(args: argparse.Namespace):
-    if not args.apple:
-        raise MobileISPError("only --apple is available: Android device listing is not part of this release yet")
-    from mobileisp.ios_bench import list_apple_devices
+    if args.apple:
+        from mobileisp.ios_bench import list_apple_devices
 
-    return {"devices": list_apple_devices()}
+        return {"devices": list_apple_devices()}
+    from mobileisp.android_bench import list_phones
+
+    return {"devices": list_phones(args.adb)}
 
 
 def cmd_report(args: argparse.Namespace):

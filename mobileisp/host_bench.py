@@ -282,31 +282,3 @@ def _bench_onnx_of(model, spec, inputs: dict[str, torch.Tensor], feed: dict[str,
         parity_psnr_db=None if ref_out is None else _psnr(out, ref_out),
         notes="onnxruntime CPUExecutionProvider", **common,
     )
-
-
-# ------------------------------------------------------------------------------------------------ command line
-
-
-def add_bench_arguments(p) -> None:
-    """Arguments of ``mobileisp bench ARTEFACT --device host [--threads T --runs N --warmup W --compare]``."""
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for every runtime (default 1)")
-    p.add_argument("--runs", type=int, default=DEFAULT_RUNS, help=f"timed runs (default {DEFAULT_RUNS})")
-    p.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help=f"untimed warm-up runs (default {DEFAULT_WARMUP})")
-    p.add_argument("--compare", action="store_true",
-                   help="also time PyTorch fp32 eager and onnxruntime on the same input and print the ratios")
-    p.add_argument("--weights", default=None, help="weights of the PyTorch reference (default: the artefact's)")
-    p.add_argument("--save", type=Path, default=None, help="write the results as JSON (input of mobileisp report)")
-    p.add_argument("--force", action="store_true", help="overwrite --save's file")
-
-
-def bench_command(args) -> HostBench:
-    """Handler of ``mobileisp bench ARTEFACT --device host``."""
-    from mobileisp._io import atomic_write_json, check_writable
-
-    if args.save is not None:
-        check_writable(args.save, args.force)
-    run = bench_host(args.artefact, threads=args.threads, runs=args.runs, warmup=args.warmup, compare=args.compare,
-                     weights=args.weights)
-    if args.save is not None:
-        atomic_write_json(args.save, run.to_dict(), force=args.force)
-    return run

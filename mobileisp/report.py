@@ -33,6 +33,7 @@ _COLUMNS: tuple[tuple[str, Any], ...] = (
     ("input", lambda r: "x".join(map(str, r.input_shape)) if r.input_shape else None),
     ("median ms", lambda r: _ms(r.ms_median)),
     ("p90 ms", lambda r: _ms(r.ms_p90)),
+    ("p95 ms", lambda r: _ms(r.ms_p95)),
     ("mean ± std ms", lambda r: _ms(r.ms_mean) + ("" if r.ms_std is None else f" ± {_ms(r.ms_std)}")),
     ("min ms", lambda r: _ms(r.ms_min)),
     ("runs", lambda r: f"{r.runs} (+{r.warmup})"),
@@ -42,7 +43,7 @@ _COLUMNS: tuple[tuple[str, Any], ...] = (
 
 
 #: Right-aligned (numeric) columns of the table.
-_NUMERIC = {"median ms", "p90 ms", "mean ± std ms", "min ms", "runs", "PSNR dB"}
+_NUMERIC = {"median ms", "p90 ms", "p95 ms", "mean ± std ms", "min ms", "runs", "PSNR dB"}
 #: Marker per precision in the plot (anything else: a diamond).
 _MARKERS = {"fp32": "o", "fp16": "s", "int8": "^", "w8a8": "v"}
 

@@ -121,14 +121,15 @@ def test_markdown_table_rows():
         _result(),
         BenchResult(artefact="m.tflite", model="liteisp|mobile", format="tflite", precision="int8", runtime="benchmark_model",
                     device="Pixel 8", warmup=1, runs=50, ms_min=49.088, ms_median=51.891, ms_mean=63.7432, ms_std=60.716,
-                    delegation="partial"),
+                    ms_p95=68.628, delegation="partial"),
     ]
     lines = markdown_table(rows).splitlines()
     assert lines[0].startswith("| model | format | precision | device | runtime | accelerator | input | median ms")
     assert len(lines) == 4 and lines[1].count("|") == lines[0].count("|")
-    assert lines[2] == ("| liteisp-mobile | coreml | fp16 | iPhone 15 Pro | coreml | cpu-ne | 1x4x256x256 | 2.94 | 3.10 |"
+    assert lines[2] == ("| liteisp-mobile | coreml | fp16 | iPhone 15 Pro | coreml | cpu-ne | 1x4x256x256 | 2.94 | 3.10 | — |"
                         " 2.99 ± 0.17 | 2.88 | 20 (+5) | 47.31 | — |")
-    assert lines[3] == ("| liteisp\\|mobile | tflite | int8 | Pixel 8 | benchmark_model | — | — | 51.89 | — |"
+    # benchmark_model prints p95 (not p90): the row shows what the tool measured and nothing else
+    assert lines[3] == ("| liteisp\\|mobile | tflite | int8 | Pixel 8 | benchmark_model | — | — | 51.89 | — | 68.63 |"
                         " 63.74 ± 60.72 | 49.09 | 50 (+1) | — | partial |")
 
 
@@ -185,3 +186,9 @@ def test_load_results_errors_name_the_file(tmp_path, content, words):
         load_results([path])
     assert str(path) in str(e.value) and words in str(e.value) and "\n" not in str(e.value)
     assert e.value.exit_code == 2
+
+
+def test_p95_must_not_be_below_the_median():
+    with pytest.raises(BenchResultError, match="p95"):
+        BenchResult(artefact="m.tflite", model="m", format="tflite", precision="fp32", runtime="benchmark_model",
+                    device="Pixel 8", warmup=1, runs=5, ms_min=1.0, ms_median=2.0, ms_mean=2.0, ms_p95=1.5)
