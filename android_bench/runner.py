@@ -110,6 +110,16 @@ class AndroidBench:
             "notes": list(self.notes),
         }
 
+    def parity_failures(self) -> list[str]:
+        """One line per accelerator whose on-device output is below its parity floor (or task-PSNR drop limit)."""
+        out = []
+        for acc, p in self.parity.items():
+            if not p.get("passed", True):
+                from mobileisp.export.parity import ParityResult
+
+                out.append(f"{acc}: {ParityResult.from_dict(p).failure()}")
+        return out
+
     def table(self) -> str:
         d = self.device
         lines = [f"{d.get('model') or '?'} ({d.get('serial')}), {d.get('soc') or 'unknown SoC'}, "

@@ -247,6 +247,13 @@ def cmd_bench(args: argparse.Namespace):
         )
     if args.output is not None:
         atomic_write_json(args.output, result.to_dict(), force=args.force)
+    failures = result.parity_failures() if hasattr(result, "parity_failures") else []
+    if failures:  # the numbers are printed (and saved), then the run fails like `validate` does
+        from mobileisp.export.parity import ParityError
+
+        _print_result(result, args.json)
+        more = f" (and {len(failures) - 1} more accelerators)" if len(failures) > 1 else ""
+        raise ParityError(f"on-device parity below the floor on {failures[0]}{more}")
     return result
 
 

@@ -249,3 +249,26 @@ def test_non_tflite_artefact_is_refused_before_adb(tmp_path, capsys):
     art.write_bytes(b"x")
     code, _, err = _cli(capsys, "bench", art, "--device", "pixel", "--adb", tmp_path / "no-adb")
     assert code == 2 and ".tflite" in err
+
+
+def test_on_device_parity_below_the_floor_exits_3_after_saving_the_numbers(artefacts, binary, tmp_path, capsys):
+    """A reference the phone's output does not match (perturbed weights) must fail the run, not just be printed."""
+    from safetensors.torch import load_file, save_file
+
+    from mobileisp.models import get_spec
+
+    state = load_file(get_spec("liteisp-mobile").weights_path())
+    gen = torch.Generator().manual_seed(0)
+    noisy = {k: v + 0.5 * v.std().nan_to_num() * torch.randn(v.shape, generator=gen) if v.is_floating_point() else v
+             for k, v in state.items()}
+    weights = tmp_path / "other.safetensors"
+    save_file(noisy, weights)
+    fake = FakeAdb(tmp_path / "adb", [PIXEL_8])
+    out = tmp_path / "pixel.json"
+    code, stdout, err = _cli(capsys, "bench", artefacts["int8"], "--device", "pixel", "--adb", fake.executable,
+                             "--benchmark-model", binary, "--accelerator", "cpu", "--runs", "2", "--min-secs", "0",
+                             "--weights", weights, "-o", out)
+    assert code == 3, err
+    assert "BELOW FLOOR" in stdout and err.strip().splitlines()[-1].startswith("mobileisp: error: on-device parity below")
+    saved = json.loads(out.read_text())
+    assert saved["parity"]["cpu"]["passed"] is False and saved["parity"]["cpu"]["psnr_db"] < 32.0
