@@ -37,7 +37,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from mobileisp.android_bench.adb import Adb, AdbError, find_adb
+from mobileisp.android_bench.adb import Adb, AdbError, AdbNotFoundError, find_adb
 from mobileisp.android_bench.benchmark_model import (
     BenchmarkFailedError,
     BenchmarkOptions,
@@ -213,10 +213,19 @@ def bench_android(
         raise AndroidBenchError(f"{path.name}: Android benchmarks take a .tflite artefact (mobileisp export --format tflite)")
     if benchmark_model is not None and not Path(benchmark_model).is_file():
         raise AndroidBenchError(f"--benchmark-model {benchmark_model}: no such file (an android_aarch64_benchmark_model binary)")
-    meta = read_metadata(path)
     profiles = load_profiles() if profiles is None else profiles
+    try:
+        adb_path = find_adb(adb)
+    except AdbNotFoundError as e:
+        if device in profiles:
+            raise
+        raise AndroidBenchError(
+            f"unknown --device {device!r}: use host, mac, iphone[:UDID], an Android profile ({', '.join(sorted(profiles))}) "
+            f"or the serial of a phone adb lists; {e}"
+        ) from None
+    meta = read_metadata(path)
 
-    host_adb = Adb(find_adb(adb), timeout_s=timeout_s)
+    host_adb = Adb(adb_path, timeout_s=timeout_s)
     phone = select_device(host_adb, device, profiles)
     adb_dev = host_adb.for_device(phone.serial)
     profile = phone.profile or _generic_profile(profiles)
