@@ -29,6 +29,8 @@ Names:
   ``enhance``: ``L1`` on sRGB, Enhance-Net fed the *ground-truth* linear image when the model has
   ``enhance(linear)`` (paper Eq. 8), its own restored output otherwise;
   ``joint``: ``lam * L_restore + (1 - lam) * L1(sRGB)`` through both stages (Eq. 9).
+  Option ``ssim_weight=w`` (not in the paper; the pruned model's fine-tune) makes the enhance term
+  ``L1(sRGB) + w * (1 - SSIM(sRGB))``, LiteISPNet's loss on the final output.
 
 The linear target of synthetic data is the linear sRGB before Brooks et al.'s tone curve and gamma:
 ``linear = max(0.5 - sin(asin(1 - 2 srgb) / 3), 1e-8) ** 2.2`` (:func:`linear_target`). ``batch["linear"]``
@@ -91,8 +93,9 @@ def get_loss(name: str, **options: Any) -> Loss:
     Args:
         name: one of :func:`list_losses`.
         options: ``cameranet`` takes ``stage`` ("restore", "enhance" or "joint"; default "joint"),
-            ``lam`` (weight of the restoration term in the joint loss; default 0.5) and ``log_eps``
-            (default 1e-3); ``lab-l1`` takes ``alpha``; the others take none.
+            ``lam`` (weight of the restoration term in the joint loss; default 0.5), ``log_eps``
+            (default 1e-3) and ``ssim_weight`` (adds ``w * (1 - SSIM)`` on sRGB to the enhance term;
+            default 0, the paper's plain L1); ``lab-l1`` takes ``alpha``; the others take none.
 
     Raises:
         ValueError: unknown name, option or stage.
@@ -193,9 +196,16 @@ def _lab_l1(alpha: float = DEEPISP_ALPHA) -> Loss:
     return Loss("lab-l1", fn)
 
 
-def _cameranet(stage: str = "joint", lam: float = 0.5, log_eps: float = CAMERANET_LOG_EPS) -> Loss:
+def _cameranet(stage: str = "joint", lam: float = 0.5, log_eps: float = CAMERANET_LOG_EPS,
+               ssim_weight: float = 0.0) -> Loss:
     if stage not in CAMERANET_STAGES:
         raise ValueError(f"unknown CameraNet stage {stage!r}; choose one of {', '.join(CAMERANET_STAGES)}")
+
+    def enhance_term(srgb, target):
+        # ssim_weight > 0: LiteISPNet's L1 + w (1 - SSIM) on the sRGB the user sees (pruned fine-tune)
+        if not ssim_weight:
+            return l1(srgb, target)
+        return l1(srgb, target) + ssim_weight * (1.0 - ssim_value(srgb, target))
 
     def fn(model, batch):
         linear = linear_target(batch)
@@ -203,11 +213,11 @@ def _cameranet(stage: str = "joint", lam: float = 0.5, log_eps: float = CAMERANE
             loss = cameranet_restore_loss(model.restore(batch["raw"], **model_inputs(batch)), linear, log_eps)
             return loss, {"restore": loss.item()}
         if stage == "enhance" and hasattr(model, "enhance"):
-            loss = l1(model.enhance(linear), batch["srgb"])
+            loss = enhance_term(model.enhance(linear), batch["srgb"])
             return loss, {"enhance": loss.item()}
         out = model.forward_stages(batch["raw"], **model_inputs(batch))
         rest = cameranet_restore_loss(out["restored"], linear, log_eps)
-        enh = l1(out["srgb"], batch["srgb"])
+        enh = enhance_term(out["srgb"], batch["srgb"])
         loss = {"restore": rest, "enhance": enh, "joint": lam * rest + (1.0 - lam) * enh}[stage]
         return loss, {"restore": rest.item(), "enhance": enh.item()}
 

@@ -26,7 +26,8 @@ decay points given as fractions of the run so that a short run decays at the sam
   ``gamma`` at each fraction in ``milestones``); ``"cosine"`` (to ``min_factor`` x lr at the end);
 - two-stage models (CameraNet): ``stages`` (the stages ``--stage`` may pick), ``stage_lr`` (stage -> lr),
   ``lr_decay`` (``{"gamma", "at_fraction", "stages"}``: one decay at that fraction for those stages,
-  constant LR for the others), ``lambda_restore`` (joint-loss weight) and ``restore_log_eps``. The
+  constant LR for the others), ``lambda_restore`` (joint-loss weight), ``restore_log_eps`` and
+  ``enhance_ssim_weight`` (adds ``w * (1 - SSIM)`` on sRGB to the enhance term; default 0). The
   paper's three steps chain through ``init_weights``: ``--stage restore``, then ``--stage enhance
   --init-weights <restore run>/cameranet.safetensors`` (Restore-Net rides along untouched), then
   ``--stage joint --init-weights <enhance run>/cameranet.safetensors``.
@@ -218,7 +219,8 @@ def resolve_train_config(train_config: dict[str, Any], stage: str | None = None)
     Returns:
         dict with ``optimizer``, ``lr``, ``betas``, ``eps``, ``weight_decay``, ``schedule`` (+ its
         ``step_fraction`` / ``milestones`` / ``gamma`` / ``min_factor``), ``lambda`` and ``log_eps``
-        (CameraNet), ``loss_alpha`` (DeepISP, when given), and the paper's ``batch_size`` and ``crop``.
+        and ``ssim_weight`` (CameraNet), ``loss_alpha`` (DeepISP, when given), and the paper's ``batch_size``
+        and ``crop``.
     """
     tc = dict(train_config)
     out = {k: tc[k] for k in ("optimizer", "lr", "betas", "eps", "weight_decay", "schedule", "step_fraction",
@@ -234,6 +236,7 @@ def resolve_train_config(train_config: dict[str, Any], stage: str | None = None)
             out["schedule"] = "constant"
     out["lambda"] = float(tc.get("lambda_restore", tc.get("lambda", 0.5)))
     out["log_eps"] = float(tc.get("restore_log_eps", 1e-3))
+    out["ssim_weight"] = float(tc.get("enhance_ssim_weight", 0.0))
     if "loss_alpha" in tc:
         out["loss_alpha"] = float(tc["loss_alpha"])
     out["batch_size"] = int(tc.get("batch_size", DEFAULT_BATCH_SIZE))
@@ -552,7 +555,8 @@ class _Run:
         self.lr = float(cfg.lr if cfg.lr is not None else tc["lr"])
         loss_opts: dict[str, Any] = {}
         if spec.loss == "cameranet":
-            loss_opts = {"stage": stage or "joint", "lam": tc["lambda"], "log_eps": tc["log_eps"]}
+            loss_opts = {"stage": stage or "joint", "lam": tc["lambda"], "log_eps": tc["log_eps"],
+                         "ssim_weight": tc["ssim_weight"]}
         elif "loss_alpha" in tc:
             loss_opts = {"alpha": tc["loss_alpha"]}
         self.loss_fn = get_loss(spec.loss, **loss_opts)

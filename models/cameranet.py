@@ -383,7 +383,7 @@ register_model(
     ModelSpec(
         name="cameranet-pruned",
         family="cameranet",
-        description="CameraNet channel-pruned with torch-pruning (width map in models/widths/), ~2.5M params",
+        description="CameraNet channel-pruned with torch-pruning (width map in models/widths/), 3.0M params",
         metadata_fields=("white_balance", "color_matrix"),
         size_multiple=16,
         min_size=32,
@@ -392,15 +392,26 @@ register_model(
         weights="cameranet-pruned",
         config={"widths": "cameranet-pruned"},
         loss="cameranet",
-        # fine-tune after make_pruned_cameranet (paper A8: re-run the joint step); lr 1e-4 decayed, not the
-        # paper's fixed 1e-5, because ~88% of the channels were removed; Adam eps 1e-8 (PyTorch's default)
-        # rather than the official 1e-4, which is larger than the deep layers' gradient RMS and stalls them
+        # Fine-tune after make_pruned_cameranet (paper A8: re-run the joint step), changed where 300-step
+        # trials on the pruned net measured a gain (held-out PSNR, same init):
+        # - lr 5e-4 decayed x0.1 at 75%, not the paper's fixed 1e-5: ~88% of the channels were removed,
+        #   so this is a re-training (1e-3 and beta1 0.9 were no better at 150 steps);
+        # - Adam eps 1e-8 (PyTorch's default), not the official 1e-4, which is larger than the deep layers'
+        #   gradient RMS and stalls them;
+        # - lambda 0.1 (the paper's FiveK preset) instead of 0.5: the restore term's log-L1 is ~10x the sRGB
+        #   L1 and dominated the gradient (15.2 vs 15.0 dB);
+        # - the enhance term adds 0.15 * (1 - SSIM) on sRGB (LiteISPNet's loss on the output the user sees),
+        #   which lifted SSIM (0.33 vs 0.31) at equal PSNR.
+        # Shipped weights: 4,800 steps, batch 8, crop 128 (decay at 3,600), 21.40 dB held-out; at lr 5e-4 the
+        # fine-tune diverged after ~4,100 steps (beta1 0.5, eps 1e-8), so do not run it longer undecayed.
         train_config={
             **TRAIN_CONFIG,
             "eps": 1e-8,
+            "lambda_restore": 0.1,
+            "enhance_ssim_weight": 0.15,
             "init": "mobileisp.models.pruning.make_pruned_cameranet(trained cameranet)",
             "stages": ["joint"],
-            "stage_lr": {"joint": 1e-4},
+            "stage_lr": {"joint": 5e-4},
             "lr_decay": {"gamma": 0.1, "at_fraction": 0.75, "stages": ["joint"]},
         },
     ),

@@ -239,3 +239,17 @@ def test_unknown_loss_stage_and_option_are_value_errors():
         get_loss("cameranet", stage="both")
     with pytest.raises(ValueError, match="does not take options"):
         get_loss("l1", alpha=0.3)
+
+
+def test_cameranet_ssim_weight_adds_ssim_on_the_srgb_output():
+    from mobileisp.losses import ssim_value
+
+    batch = _batch(n=2, size=16, seed=3, color_matrix=torch.eye(3).expand(2, 3, 3).clone())
+    model = TwoStage()
+    plain, plain_logs = get_loss("cameranet", stage="joint", lam=0.1)(model, batch)
+    with_ssim, logs = get_loss("cameranet", stage="joint", lam=0.1, ssim_weight=0.15)(model, batch)
+    srgb = model.forward_stages(batch["raw"], color_matrix=batch["color_matrix"])["srgb"]
+    expected_enh = plain_logs["enhance"] + 0.15 * (1.0 - ssim_value(srgb, batch["srgb"]).item())
+    assert logs["enhance"] == pytest.approx(expected_enh, rel=1e-5)
+    assert with_ssim.item() == pytest.approx(0.1 * logs["restore"] + 0.9 * logs["enhance"], rel=1e-6)
+    assert with_ssim.item() > plain.item()

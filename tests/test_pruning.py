@@ -104,3 +104,17 @@ def test_cli_reproduces_the_shipped_width_map(tmp_path):
     assert main(["--ratio", str(doc["ratio"]), "--out", str(out)]) == 0
     new = json.loads(out.read_text())
     assert new["widths"] == doc["widths"] and new["params"] == doc["params"]
+
+
+def test_outer_levels_are_capped_at_the_shallow_ratio():
+    """The outer U-Net levels keep at least half their channels (0.65 everywhere left the 12-channel output
+    conv fed by 8 channels: grey, flat images); the inner levels are pruned by the full ratio."""
+    torch.manual_seed(0)
+    full = CameraNet(widths=small_widths()).eval()
+    _, capped = prune_cameranet(full, ratio=0.75, round_to=None, shallow_ratio=0.5, shallow_levels=2)
+    _, plain = prune_cameranet(full, ratio=0.75, round_to=None, shallow_levels=0)
+    out0 = full.restore_net.enc[0].conv.weight.shape[0]
+    out2 = full.restore_net.enc[2].conv.weight.shape[0]
+    assert capped["restore_net.enc.0.conv"] == round(out0 * 0.5)
+    assert plain["restore_net.enc.0.conv"] == round(out0 * 0.25)
+    assert capped["restore_net.enc.2.conv"] == plain["restore_net.enc.2.conv"] == round(out2 * 0.25)
