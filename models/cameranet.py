@@ -387,7 +387,11 @@ register_model(
         metadata_fields=("white_balance", "color_matrix"),
         size_multiple=16,
         min_size=32,
-        export_size=(256, 256),
+        # 128x128: onnx2tf 1.29's layout inference mis-converts this network at 256x256 and 288x288 (TFLite fp32
+        # parity 37 / 46 dB; its dummy inference fails in a conv2d_transpose with "input depth must be evenly
+        # divisible by filter depth"), while 128x128 converts exactly (138 dB). Parity validation refuses the larger
+        # sizes (exit 3), so nothing wrong ships; run it tiled at 128 or fix the conversion (see the note).
+        export_size=(128, 128),
         parity_floors=dict(PARITY_FLOORS),
         weights="cameranet-pruned",
         config={"widths": "cameranet-pruned"},
