@@ -482,10 +482,10 @@ class _ParityCase:
         from mobileisp.export.calibrate import evaluation_set
         from mobileisp.export.pipeline import load_reference, weights_for_artefact
         from mobileisp.export.tflite import TFLiteRunner, quiet_native_output
-        from mobileisp.models import get_spec
+        from mobileisp.export.artefact import spec_for_artefact
 
         self.meta = meta
-        self.spec = get_spec(meta["model"])
+        self.spec = spec_for_artefact(meta)
         self.size = tuple(int(s) for s in meta["size"])
         self.set = evaluation_set(self.spec, 1, self.size)
         model, _ = load_reference(self.spec, weights_for_artefact(meta, weights))

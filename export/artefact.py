@@ -145,3 +145,21 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     if meta.get("schema") != SCHEMA:
         raise ArtefactError(f"{path}: metadata schema {meta.get('schema')!r} is not supported (expected {SCHEMA})")
     return meta
+
+
+def spec_for_artefact(meta: Mapping[str, Any]):
+    """The registered ModelSpec of an artefact's model, with the metadata encoding the artefact recorded.
+
+    The host-side encoding of EXIF values (``ModelSpec.metadata_encoding``) is part of the exported model: an
+    artefact built with other constants must be fed with those, so ``validate`` and ``bench`` apply the
+    recorded recipe rather than the one in today's code.
+    """
+    import dataclasses
+
+    from mobileisp.models import get_spec
+
+    spec = get_spec(meta["model"])
+    recorded = (meta.get("spec") or {}).get("metadata_encoding")
+    if recorded:
+        spec = dataclasses.replace(spec, metadata_encoding=dict(recorded))
+    return spec

@@ -81,11 +81,13 @@ def stack_inputs(spec, samples: Sequence[dict[str, Any]], size: tuple[int, int])
     """Batch samples (dicts as mobileisp.data yields) into the model's named inputs, centre-cropped to ``size``."""
     h, w = size
     out: dict[str, torch.Tensor] = {"raw": torch.stack([_crop(s["raw"], h // 2, w // 2) for s in samples]).float()}
-    for f in spec.metadata_fields:
+    fields = {}
+    for f in spec.metadata_sources:
         missing = [i for i, s in enumerate(samples) if f not in s]
         if missing:
             raise MobileISPError(f"{spec.name} needs metadata {f!r}, which sample {missing[0]} lacks")
-        out[f] = torch.stack([torch.as_tensor(s[f]) for s in samples]).float()
+        fields[f] = torch.stack([torch.as_tensor(s[f]) for s in samples]).float()
+    out.update({k: torch.as_tensor(v).float() for k, v in spec.metadata_inputs(fields).items()})
     return out
 
 

@@ -403,12 +403,10 @@ def validate(
     """
     from mobileisp.export.calibrate import calibration_set as calib_fn
     from mobileisp.export.rewrite import export_friendly
-    from mobileisp.models import get_spec
-
     path = Path(artefact)
     meta = art.read_metadata(path)
     fmt, prec = resolve(meta["format"], meta["precision"])
-    spec = get_spec(meta["model"])
+    spec = art.spec_for_artefact(meta)
     hw = tuple(meta["size"])
     reference, info = load_reference(spec, weights_for_artefact(meta, weights))
     target = "coreml" if fmt.name == "coreml" else fmt.name

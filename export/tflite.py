@@ -102,14 +102,25 @@ def convert(
     keep = [name for name in (calibration or {}) if name not in image_inputs]
     if keep:
         kwargs["keep_shape_absolutely_input_names"] = keep
-    try:
-        with quiet_native_output(work_dir / "onnx2tf.log"):
-            onnx2tf.convert(
-                input_onnx_file_path=str(onnx_path), output_folder_path=str(work_dir), non_verbose=True, **kwargs
-            )
-    except Exception as e:  # onnx2tf raises bare Exceptions/TF errors; keep the last line
-        last = (str(e).strip().splitlines() or [type(e).__name__])[-1]
-        raise TFLiteConversionError(f"onnx2tf could not convert {onnx_path.name}: {last}") from None
+    log = work_dir / "onnx2tf.log"
+    for attempt in range(2):
+        try:
+            with quiet_native_output(log):
+                onnx2tf.convert(
+                    input_onnx_file_path=str(onnx_path), output_folder_path=str(work_dir), non_verbose=True, **kwargs
+                )
+            break
+        except SystemExit:
+            # onnx2tf reports some failures by printing ERROR lines and calling sys.exit(1). One of them, a
+            # SavedModel op name starting with "/", has its own remedy: build the SavedModel with signature defs.
+            last = last_error_line(log) or "onnx2tf exited without a message"
+            if attempt == 0 and "output_signaturedefs" in (Path(log).read_text(errors="replace")):
+                kwargs["output_signaturedefs"] = True
+                continue
+            raise TFLiteConversionError(f"onnx2tf could not convert {onnx_path.name}: {last}") from None
+        except Exception as e:  # onnx2tf raises bare Exceptions/TF errors; keep the last line
+            last = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+            raise TFLiteConversionError(f"onnx2tf could not convert {onnx_path.name}: {last}") from None
     out = {}
     if "int8" in precisions:
         model, info = quantize_int8(work_dir, calibration, image_inputs, log_path=work_dir / "onnx2tf.log")
@@ -210,7 +221,8 @@ def quiet_native_output(log_path: str | os.PathLike):
     sys.stdout.flush()
     sys.stderr.flush()
     saved = [os.dup(1), os.dup(2)]
-    with open(log_path, "ab") as log, contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    python_text = io.StringIO()  # what Python code prints (onnx2tf's ERROR lines) goes to the log too
+    with open(log_path, "ab") as log, contextlib.redirect_stdout(python_text), contextlib.redirect_stderr(python_text):
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
         try:
@@ -222,6 +234,21 @@ def quiet_native_output(log_path: str | os.PathLike):
             os.dup2(saved[1], 2)
             for fd in saved:
                 os.close(fd)
+            log.write(python_text.getvalue().encode("utf-8", "replace"))
+
+
+def last_error_line(log_path: str | os.PathLike) -> str | None:
+    """The last ``ERROR:`` line onnx2tf printed into ``log_path`` (colour codes removed), or None."""
+    import re
+
+    try:
+        text = Path(log_path).read_text(errors="replace")
+    except OSError:
+        return None
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in text.splitlines()]
+    errors = [line.split("ERROR:", 1)[1].strip() for line in lines if "ERROR:" in line]
+    errors = [e for e in errors if e]
+    return errors[-1] if errors else None
 
 
 # ------------------------------------------------------------------------------------------------ metadata

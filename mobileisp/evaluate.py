@@ -78,10 +78,10 @@ def evaluate_model(model, spec, samples: Sequence[dict[str, Any]], weights_label
     scores, seconds = [], 0.0
     for s in tqdm(samples, desc=spec.name, unit="img", leave=False, disable=not sys.stderr.isatty()):
         raw = torch.as_tensor(s["raw"])[None]
-        meta = {f: torch.as_tensor(s[f])[None] for f in spec.metadata_fields if f in s}
-        missing = [f for f in spec.metadata_fields if f not in meta]
+        missing = [f for f in spec.metadata_sources if f not in s]
         if missing:
             raise DatasetError(f"{spec.name} needs {', '.join(missing)}, which this dataset does not provide")
+        meta = spec.metadata_inputs({f: torch.as_tensor(s[f])[None] for f in spec.metadata_sources})
         t0 = time.perf_counter()
         pred = forward_padded(model, spec, raw, meta)
         seconds += time.perf_counter() - t0

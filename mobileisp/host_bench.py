@@ -164,7 +164,7 @@ def bench_host(
     from mobileisp.export.artefact import read_metadata
     from mobileisp.export.calibrate import example_inputs
     from mobileisp.export.pipeline import load_reference, weights_for_artefact
-    from mobileisp.models import get_spec
+    from mobileisp.export.artefact import spec_for_artefact
 
     if int(runs) < 1 or int(warmup) < 0:
         raise HostBenchError(f"need runs >= 1 and warmup >= 0 (got runs={runs}, warmup={warmup})")
@@ -174,7 +174,7 @@ def bench_host(
     if meta["format"] == "coreml":
         raise HostBenchError(f"{path.name} is a Core ML model: the host runner times TFLite and ONNX; "
                              "time Core ML on a Mac or iPhone (mobileisp bench --device mac|iphone)")
-    spec = get_spec(meta["model"])
+    spec = spec_for_artefact(meta)
     size = tuple(meta["size"])
     inputs = {k: v for k, v in example_inputs(spec, size).items()}
     feed = {k: v.numpy() for k, v in inputs.items()}

@@ -25,12 +25,17 @@ def metadata_tensors(spec, metas: Sequence[CameraMetadata], source: str = "input
     Raises:
         MobileISPError: a field the model needs is missing from the file (named in the message).
     """
-    missing = sorted({f for m in metas for f in m.missing(spec.metadata_fields)})
+    sources = spec.metadata_sources
+    missing = sorted({f for m in metas for f in m.missing(sources)})
     if missing:
         raise MobileISPError(
             f"{source}: model {spec.name} needs camera metadata {', '.join(missing)}, which the file does not record"
         )
-    return {k: torch.from_numpy(v) for k, v in metadata_arrays(metas, spec.metadata_fields).items()}
+    values = {k: torch.from_numpy(v) for k, v in metadata_arrays(metas, sources).items()}
+    try:
+        return spec.metadata_inputs(values)
+    except ValueError as e:  # EncodingError: e.g. an ISO of 0 written by a camera app
+        raise MobileISPError(f"{source}: {e}") from None
 
 
 def forward_padded(model, spec, raw: torch.Tensor, meta: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from mobileisp.metadata import METADATA_FIELDS
+from mobileisp.metadata_encoding import ENCODED_INPUTS
 
 Logs = dict[str, float]
 
@@ -113,7 +114,7 @@ def get_loss(name: str, **options: Any) -> Loss:
 
 def model_inputs(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The metadata keyword arguments present in ``batch`` (see the module docstring)."""
-    return {k: batch[k] for k in METADATA_FIELDS if k in batch}
+    return {k: batch[k] for k in (*METADATA_FIELDS, *ENCODED_INPUTS) if k in batch}
 
 
 def predict(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
@@ -169,6 +170,16 @@ def _l1() -> Loss:
         return loss, {"l1": loss.item()}
 
     return Loss("l1", fn)
+
+
+def _mse() -> Loss:
+    """CRISPnet's loss: mean squared error on sRGB (the paper found SSIM/perceptual terms neglect colour)."""
+
+    def fn(model, batch):
+        loss = F.mse_loss(predict(model, batch), batch["srgb"])
+        return loss, {"mse": loss.item()}
+
+    return Loss("mse", fn)
 
 
 def _l1_ssim() -> Loss:
@@ -230,4 +241,5 @@ _BUILDERS: dict[str, Callable[..., Loss]] = {
     "lab-l1": _lab_l1,
     "deepisp": _lab_l1,  # the name DeepISP's ModelSpec uses
     "cameranet": _cameranet,
+    "mse": _mse,
 }

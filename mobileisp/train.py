@@ -340,12 +340,20 @@ class StepBatchSampler:
             yield [dataset_index(p, self.n, self.seed) for p in positions]
 
 
-def collate_batch(samples: list[dict[str, Any]], fields: tuple[str, ...]) -> dict[str, Any]:
-    """Stack ``raw``, ``srgb``, ``linear`` (if present) and the model's metadata ``fields``."""
+def collate_batch(samples: list[dict[str, Any]], fields: tuple[str, ...], encode=None) -> dict[str, Any]:
+    """Stack ``raw``, ``srgb``, ``linear`` (if present) and the metadata ``fields``.
+
+    ``encode`` (``ModelSpec.metadata_inputs``) turns the stacked fields into the model's metadata inputs
+    (host-side encodings such as ParamISP's equalized optics); the batch then holds those instead.
+    """
     import torch
 
     keys = ["raw", "srgb"] + (["linear"] if "linear" in samples[0] else []) + list(fields)
-    return {k: torch.stack([torch.as_tensor(s[k], dtype=torch.float32) for s in samples]) for k in keys}
+    batch = {k: torch.stack([torch.as_tensor(s[k], dtype=torch.float32) for s in samples]) for k in keys}
+    if encode is not None:
+        inputs = encode({f: batch.pop(f) for f in fields})
+        batch.update({k: v.float() for k, v in inputs.items()})
+    return batch
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -464,7 +472,8 @@ def validate(model, spec, samples: Sequence[dict[str, Any]], device) -> dict[str
     try:
         for s in samples:
             raw = torch.as_tensor(s["raw"])[None].to(device)
-            meta = {f: torch.as_tensor(s[f])[None].to(device) for f in spec.metadata_fields}
+            meta = {k: v.to(device) for k, v in
+                    spec.metadata_inputs({f: torch.as_tensor(s[f])[None] for f in spec.metadata_sources}).items()}
             pred = forward_padded(model, spec, raw, meta)
             scores.append(compare(pred.float().cpu(), torch.as_tensor(s["srgb"])[None]))
     finally:
@@ -598,7 +607,7 @@ class _Run:
         cfg = self.cfg
         dataset = data_mod.open_dataset(cfg.data, crop=cfg.crop, seed=cfg.seed, length=max(cfg.steps * cfg.batch_size, 1),
                                         deadleaves_bank=cfg.scene_bank)
-        missing = [f for f in self.spec.metadata_fields if f not in dataset[0]]
+        missing = [f for f in self.spec.metadata_sources if f not in dataset[0]]
         if missing:
             raise TrainingError(f"{cfg.data}: samples lack {', '.join(missing)}, which {self.spec.name} needs as input")
         endless = isinstance(dataset, data_mod.SyntheticRawDataset)
@@ -606,7 +615,8 @@ class _Run:
                                    None if endless else len(dataset), cfg.seed)
         # A private generator: the DataLoader must not draw from the global RNG that checkpoints restore.
         return DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers,
-                          collate_fn=functools.partial(collate_batch, fields=tuple(self.spec.metadata_fields)),
+                          collate_fn=functools.partial(collate_batch, fields=tuple(self.spec.metadata_sources),
+                                                     encode=self.spec.metadata_inputs),
                           pin_memory=self.device.type == "cuda", generator=torch.Generator())
 
     def network(self):

@@ -11,5 +11,7 @@ from mobileisp.models import classical  # noqa: F401,E402  (classical, libraw)
 from mobileisp.models import liteisp  # noqa: F401,E402  (liteisp, liteisp-mobile)
 from mobileisp.models import cameranet  # noqa: F401,E402  (cameranet, cameranet-pruned)
 from mobileisp.models import deepisp  # noqa: F401,E402  (deepisp, deepisp-lite)
+from mobileisp.models import paramisp  # noqa: F401,E402  (paramisp, paramisp-lite)
+from mobileisp.models import crispnet  # noqa: F401,E402  (crispnet)
 
 __all__ = ["ModelSpec", "TensorSpec", "create_model", "get_spec", "list_models", "register_model"]

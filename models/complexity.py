@@ -93,7 +93,11 @@ def gmacs_per_output_megapixel(model: nn.Module, spec: Any, size: tuple[int, int
     h, w = size
     raw = torch.full((1, 4, h // 2, w // 2), 0.5)
     fields = tuple(getattr(spec, "metadata_fields", ()) or ())
-    macs, out = count_macs(model, raw, **dummy_metadata(fields))
+    if getattr(spec, "metadata_encoding", None):
+        meta = spec.metadata_inputs(dummy_metadata(spec.metadata_sources))
+    else:
+        meta = dummy_metadata(fields)
+    macs, out = count_macs(model, raw, **meta)
     if isinstance(out, (tuple, list)):
         out = out[0]
     return macs / 1e9 / (out.shape[-2] * out.shape[-1] / 1e6)

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from mobileisp.errors import ModelError
 from mobileisp.metadata import METADATA_FIELDS
+from mobileisp.metadata_encoding import check_recipe, encoded_shape, model_metadata, source_fields
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
@@ -45,7 +46,10 @@ class ModelSpec:
         name: registry name (``liteisp-mobile``).
         family: architecture family (``liteisp``).
         description: one line for ``mobileisp list``.
-        metadata_fields: CameraMetadata fields fed as extra inputs, in order.
+        metadata_fields: names of the extra inputs after ``raw``, in order: CameraMetadata fields, or inputs
+            that ``metadata_encoding`` computes from such fields on the host.
+        metadata_encoding: input name -> recipe of :mod:`mobileisp.metadata_encoding` (JSON data, recorded in
+            every artefact), e.g. ParamISP's equalized optical parameters.
         scale: output pixels per packed input pixel along each axis (2 for every RAW->sRGB net here).
         size_multiple: packed height and width must be multiples of this (U-Net and DWT depths);
             inference pads by reflection and crops back.
@@ -64,6 +68,7 @@ class ModelSpec:
     family: str
     description: str
     metadata_fields: tuple[str, ...] = ()
+    metadata_encoding: dict[str, dict[str, Any]] = field(default_factory=dict)
     scale: int = 2
     size_multiple: int = 1
     min_size: int = 1
@@ -79,8 +84,29 @@ class ModelSpec:
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
         """The RAW input followed by one tensor per metadata field."""
-        meta = tuple(TensorSpec(f, ("N", *METADATA_FIELDS[f]), layout="N...", range=None) for f in self.metadata_fields)
+        meta = tuple(TensorSpec(f, ("N", *self.metadata_shape(f)), layout="N...", range=None,
+                                description=self.metadata_encoding.get(f, {}).get("kind", ""))
+                     for f in self.metadata_fields)
         return (RAW_INPUT, *meta)
+
+    def metadata_shape(self, name: str) -> tuple[int, ...]:
+        """Per-sample shape of the metadata input ``name``."""
+        if name in self.metadata_encoding:
+            return encoded_shape(self.metadata_encoding[name])
+        return METADATA_FIELDS[name]
+
+    @property
+    def metadata_sources(self) -> tuple[str, ...]:
+        """The CameraMetadata fields a RAW file must record for this model (encodings expanded)."""
+        return source_fields(self.metadata_fields, self.metadata_encoding)
+
+    def metadata_inputs(self, values, batched: bool = True) -> dict[str, Any]:
+        """The model's metadata keyword inputs from field values (a sample or batch dict), encodings applied.
+
+        Raises:
+            mobileisp.metadata_encoding.EncodingError: a needed field is missing or not encodable.
+        """
+        return model_metadata(self.metadata_fields, self.metadata_encoding, values, batched=batched)
 
     @property
     def output(self) -> TensorSpec:
@@ -105,7 +131,9 @@ def register_model(spec: ModelSpec, builder: Callable[..., Any]) -> None:
     if spec.name in _REGISTRY:
         raise ValueError(f"model {spec.name!r} registered twice")
     for f in spec.metadata_fields:
-        if f not in METADATA_FIELDS:
+        if f in spec.metadata_encoding:
+            check_recipe(f, spec.metadata_encoding[f])
+        elif f not in METADATA_FIELDS:
             raise ValueError(f"{spec.name}: unknown metadata field {f!r}")
     _REGISTRY[spec.name] = (spec, builder)
 

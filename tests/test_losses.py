@@ -208,7 +208,7 @@ def test_cameranet_stages_train_the_right_subnetwork():
     assert get_loss("cameranet", stage="restore").uses_all_parameters is False
 
 
-@pytest.mark.parametrize("name", ["l1", "l1+ssim", "lab-l1"])
+@pytest.mark.parametrize("name", ["l1", "l1+ssim", "lab-l1", "mse"])
 def test_gradients_reach_every_trainable_parameter(name):
     model = TinyNet()
     batch = _batch(n=2, size=32, seed=8, white_balance=torch.tensor([[2.0, 1.0, 1.5], [1.8, 1.0, 1.7]]))
@@ -231,7 +231,7 @@ def test_gradients_are_finite_at_black_and_saturated_outputs():
 
 
 def test_unknown_loss_stage_and_option_are_value_errors():
-    assert losses.list_losses() == ["cameranet", "deepisp", "l1", "l1+ssim", "lab-l1"]
+    assert losses.list_losses() == ["cameranet", "deepisp", "l1", "l1+ssim", "lab-l1", "mse"]
     assert get_loss("deepisp", alpha=0.3).name == "lab-l1"
     with pytest.raises(ValueError, match="unknown loss 'vgg'"):
         get_loss("vgg")

@@ -13,7 +13,7 @@ import pytest
 from mobileisp.evaluate import evaluate
 from mobileisp.models import get_spec
 
-SHIPPED = ("liteisp-mobile", "deepisp-lite", "cameranet-pruned")
+SHIPPED = ("liteisp-mobile", "deepisp-lite", "cameranet-pruned", "paramisp-lite")
 MARGIN_DB = 2.0  # what the model zoo promises over `classical` and `libraw`
 
 
