@@ -87,9 +87,11 @@ class HandcraftedFeatures(nn.Module):
         super().__init__()
         self.bins = tuple(int(b) for b in bins)
         sobel_x = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8.0
-        k = torch.zeros(6, 1, 3, 3)
+        # a dense 3 -> 6 kernel (zeros across channels) rather than groups=3: with the grouped form onnx2tf
+        # 1.29 named a variable "/model/features_1/Conv/kernel", which TensorFlow refuses in a SavedModel
+        k = torch.zeros(6, 3, 3, 3)
         for c in range(3):
-            k[2 * c, 0], k[2 * c + 1, 0] = sobel_x, sobel_x.t()
+            k[2 * c, c], k[2 * c + 1, c] = sobel_x, sobel_x.t()
         self.register_buffer("sobel", k, persistent=False)
         weight, bias, scale = [], [], []
         for n in self.bins:
@@ -109,7 +111,7 @@ class HandcraftedFeatures(nn.Module):
         return 3 + 6 + 3 * sum(self.bins) + 3
 
     def forward(self, x: torch.Tensor, overexposed: torch.Tensor) -> torch.Tensor:
-        grad = F.conv2d(replicate_pad(x, 1), self.sobel, groups=3)
+        grad = F.conv2d(replicate_pad(x, 1), self.sobel)
         hist = F.relu(1.0 - torch.abs(F.conv2d(x, self.hist_weight, self.hist_bias)) * self.hist_scale)
         return torch.cat([x, grad, hist, overexposed], dim=1)
 
@@ -143,7 +145,7 @@ class ParamNet(nn.Module):
                 rgb2cam: torch.Tensor) -> torch.Tensor:
         f = PARAMISP_FEATURES_PER_PARAMETER
         n = optics.shape[0]
-        canonical = torch.cat([white_balance, 1.0 / white_balance, cam2rgb.reshape(n, 9), rgb2cam.reshape(n, 9)], 1)
+        canonical = torch.cat([white_balance, 1.0 / white_balance, cam2rgb.reshape(-1, 9), rgb2cam.reshape(-1, 9)], 1)
         z = self.canonical(canonical)
         for i, layer in enumerate(self.per_parameter):
             feats = optics[:, i * f : (i + 1) * f]
@@ -239,6 +241,10 @@ def safe_pow(x: torch.Tensor, exponent: torch.Tensor) -> torch.Tensor:
     return torch.sign(x) * torch.pow(torch.abs(x) + 1e-12, exponent)
 
 
+#: (r, g, b) -> (g, b, r) as a 1x1 convolution kernel.
+_ROTATE = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])[:, :, None, None]
+
+
 class GlobalNet(nn.Module):
     """Per-image colour and tone: ``stages`` x (residual quadratic 3x10 transform, per-channel gamma).
 
@@ -263,31 +269,37 @@ class GlobalNet(nn.Module):
         self.register_buffer("one_hot", torch.eye(stages), persistent=False)
 
     def coefficients(self, features: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """(N, stages, 39): per stage 30 quadratic weights (3 x 10, row-major) then 9 gamma parameters."""
+        """(N, stages * 39): per stage 30 quadratic weights (3 x 10, row-major) then 9 gamma parameters."""
         g = self.encoder(features).mean(dim=(2, 3)) + F.elu(self.z_proj(z))
         out = []
         for n, last in enumerate(self.last):
             w = g + F.elu(self.stage_embed(self.one_hot[n : n + 1]))
             out.append(F.elu(last(self.head(w))))
-        return torch.stack(out, dim=1)
+        return torch.cat(out, dim=1)
 
     @staticmethod
     def apply(image: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
-        """Apply the stages of ``coeffs`` (N, S, 39) to ``image`` (N, 3, H, W) with broadcast multiply-adds."""
+        """Apply the stages of ``coeffs`` (N, S * 39) to ``image`` (N, 3, H, W).
+
+        Written without slicing image channels and without 3-D tensors: the quadratic terms are
+        ``[y*y, y*P(y), y]`` with P the fixed channel rotation (r, g, b) -> (g, b, r) as a 1x1 convolution, each
+        output channel a broadcast multiply + channel sum with its (N, 9, 1, 1) weights, and the gamma
+        parameters (N, 3, 1, 1) broadcast over the image, so that converters need no layout guesses here.
+        """
+        rotate = _ROTATE.to(image)
         y = image
-        for s in range(coeffs.shape[1]):
-            c = coeffs[:, s, :, None, None]  # (N, 39, 1, 1)
-            r, g, b = y[:, 0:1], y[:, 1:2], y[:, 2:3]
-            terms = (r * r, g * g, b * b, r * g, g * b, b * r, r, g, b)
+        for s in range(coeffs.shape[1] // GlobalNet.COEFFS):
+            c = coeffs[:, s * GlobalNet.COEFFS : (s + 1) * GlobalNet.COEFFS]
+            terms = torch.cat([y * y, y * F.conv2d(y, rotate), y], dim=1)  # r2 g2 b2, rg gb br, r g b
             channels = []
             for ch in range(3):
-                acc = c[:, 10 * ch + 9 : 10 * ch + 10]  # the constant term
-                for k, t in enumerate(terms):
-                    acc = acc + c[:, 10 * ch + k : 10 * ch + k + 1] * t
-                channels.append(y[:, ch : ch + 1] + acc)
-            y = torch.cat(channels, dim=1)
-            gam = c[:, 30:39]
-            gamma, beta, alpha = torch.exp(gam[:, 0:3]), torch.abs(gam[:, 3:6]), torch.exp(gam[:, 6:9])
+                w = c[:, 10 * ch : 10 * ch + 9].reshape(-1, 9, 1, 1)
+                bias = c[:, 10 * ch + 9 : 10 * ch + 10].reshape(-1, 1, 1, 1)
+                channels.append((w * terms).sum(dim=1, keepdim=True) + bias)
+            y = y + torch.cat(channels, dim=1)
+            gamma = torch.exp(c[:, 30:33]).reshape(-1, 3, 1, 1)
+            beta = torch.abs(c[:, 33:36]).reshape(-1, 3, 1, 1)
+            alpha = torch.exp(c[:, 36:39]).reshape(-1, 3, 1, 1)
             num = safe_pow(alpha * y + beta, gamma) - safe_pow(beta, gamma)
             den = safe_pow(alpha + beta, gamma) - safe_pow(beta, gamma)
             y = num / den

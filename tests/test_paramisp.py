@@ -113,10 +113,10 @@ def test_handcrafted_features_match_their_definitions():
 
 def test_globalnet_with_zero_coefficients_is_the_identity_and_gamma_maps_0_1_to_0_1():
     image = torch.rand(1, 3, 4, 4)
-    assert torch.allclose(GlobalNet.apply(image, torch.zeros(1, 4, 39)), image, atol=1e-6)
-    coeffs = torch.zeros(1, 1, 39)
-    coeffs[0, 0, 30:33] = math.log(1 / 2.2)  # gamma 1/2.2, beta 0.1, alpha 1
-    coeffs[0, 0, 33:36] = 0.1
+    assert torch.allclose(GlobalNet.apply(image, torch.zeros(1, 4 * 39)), image, atol=1e-6)
+    coeffs = torch.zeros(1, 39)
+    coeffs[0, 30:33] = math.log(1 / 2.2)  # gamma 1/2.2, beta 0.1, alpha 1
+    coeffs[0, 33:36] = 0.1
     y = GlobalNet.apply(torch.tensor([0.0, 0.25, 1.0]).reshape(1, 3, 1, 1).expand(1, 3, 1, 1).clone(), coeffs)
     g, b = 1 / 2.2, 0.1
     expected = [((v + b) ** g - b**g) / ((1 + b) ** g - b**g) for v in (0.0, 0.25, 1.0)]
@@ -161,3 +161,48 @@ def test_min_size_is_enforced_by_the_spec_and_smaller_inputs_fail_inside_globaln
     assert model(raw, **meta).shape == (1, 3, 128, 128)
     with pytest.raises(RuntimeError):
         model(raw[..., :32, :32], **meta)
+
+
+# ------------------------------------------------------------------------------------------ run reads EXIF
+
+
+def _dng(path, meta):
+    from mobileisp.dng import mosaic_from_packed, write_dng
+
+    rng = np.random.default_rng(3)
+    packed = rng.random((4, 64, 64), dtype=np.float32) * 0.5 + 0.1
+    return write_dng(path, mosaic_from_packed(packed, "RGGB", 64, 1023), cfa="RGGB", black_level=64, white_level=1023,
+                     metadata=meta)
+
+
+def _cli(*args, cwd):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).with_name("mobileisp")
+    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_run_uses_the_files_exif_and_refuses_a_file_without_iso(tmp_path):
+    from mobileisp.images import load_srgb
+
+    for name, meta in (("iso800", META), ("iso50", dataclasses.replace(META, iso=50.0)),
+                       ("noiso", dataclasses.replace(META, iso=None))):
+        _dng(tmp_path / f"{name}.dng", meta)
+    outs = {}
+    for name in ("iso800", "iso50"):
+        proc = _cli("run", "paramisp-lite", f"{name}.dng", "-o", f"{name}.png", "--json", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        result = json.loads(proc.stdout)
+        assert result["metadata"]["iso"] == (800.0 if name == "iso800" else 50.0)
+        assert result["weights"] == "paramisp-lite.safetensors"
+        outs[name] = load_srgb(tmp_path / f"{name}.png")
+    diff = np.abs(outs["iso800"] - outs["iso50"])  # only the ISO tag differs; inference is deterministic
+    assert diff.max() >= 2 / 255 and diff.mean() > 1e-3, (diff.max(), diff.mean())
+
+    proc = _cli("run", "paramisp-lite", "noiso.dng", "-o", "noiso.png", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "noiso.dng" in lines[0] and "iso" in lines[0], proc.stderr
+    assert not (tmp_path / "noiso.png").exists()
