@@ -9,8 +9,15 @@ resulting vector. The recipe, constants included, is plain JSON: it is part of t
 (``ModelSpec.metadata_encoding``) and therefore of every artefact's metadata, and ``run``, ``validate`` and
 ``bench`` apply the recipe recorded in the artefact.
 
-A recipe is ``{"kind": "paramisp-equalization", "sources": [field, ...], "constants": {field: {...}}}`` and
-produces ``15 * len(sources)`` features per sample, in source order (see :func:`paramisp_equalization`).
+Recipes (plain JSON):
+
+- ``{"kind": "paramisp-equalization", "sources": [field, ...], "constants": {field: {...}}}`` produces
+  ``15 * len(sources)`` features per sample, in source order (see :func:`paramisp_equalization`);
+- ``{"kind": "camera-to-srgb", "sources": ["color_matrix"]}`` produces 18 numbers per sample: the
+  white-balanced camera RGB -> linear sRGB matrix (row-major) and its inverse, from the file's XYZ -> camera
+  ``color_matrix`` (:func:`mobileisp.metadata.cam_to_srgb_matrix`), so that the exported graph takes a 2-D
+  (N, 18) tensor instead of inverting a (N, 3, 3) one (onnx2tf 1.29 mis-converted that: TFLite parity 30 dB).
+
 A missing source value is an error (never a 0 fed into a log).
 """
 
@@ -24,7 +31,7 @@ import numpy as np
 from mobileisp.metadata import METADATA_FIELDS
 
 #: Names that encoded model inputs may take (batches carry them next to the plain metadata fields).
-ENCODED_INPUTS = ("optics",)
+ENCODED_INPUTS = ("optics", "ccm")
 
 #: Features per optical parameter in ParamISP's equalization.
 PARAMISP_FEATURES_PER_PARAMETER = 15
@@ -38,6 +45,9 @@ PARAMISP_CONSTANTS: dict[str, dict[str, Any]] = {
     "exposure_time": {"lin": 30.0, "inv": 1.0 / 28800.0, "log": [-15.0, 20.0], "freq": [11.0, 5.0, 2.0]},
     "iso": {"lin": 8000.0, "inv": 64.0, "log": [6.0, 7.0], "freq": [3100.0, 1300.0, 500.0]},
 }
+
+#: The recipe of a (N, 18) input holding the camera -> sRGB matrix and its inverse.
+CAMERA_TO_SRGB = {"kind": "camera-to-srgb", "sources": ["color_matrix"]}
 
 #: The recipe of ParamISP's optics input, in the official code's order of parameters.
 PARAMISP_OPTICS = {
@@ -56,6 +66,8 @@ def encoded_shape(recipe: Mapping[str, Any]) -> tuple[int, ...]:
     kind = recipe.get("kind")
     if kind == "paramisp-equalization":
         return (PARAMISP_FEATURES_PER_PARAMETER * len(recipe["sources"]),)
+    if kind == "camera-to-srgb":
+        return (18,)
     raise EncodingError(f"unknown metadata encoding {kind!r}")
 
 
@@ -91,8 +103,11 @@ def encode(recipe: Mapping[str, Any], values: Mapping[str, Any]) -> np.ndarray:
     Raises:
         EncodingError: a source is missing, not finite or not positive (named in the message).
     """
-    if recipe.get("kind") != "paramisp-equalization":
-        raise EncodingError(f"unknown metadata encoding {recipe.get('kind')!r}")
+    kind = recipe.get("kind")
+    if kind == "camera-to-srgb":
+        return camera_to_srgb(values.get("color_matrix"))
+    if kind != "paramisp-equalization":
+        raise EncodingError(f"unknown metadata encoding {kind!r}")
     parts = []
     for field in recipe["sources"]:
         v = values.get(field)
@@ -104,6 +119,31 @@ def encode(recipe: Mapping[str, Any], values: Mapping[str, Any]) -> np.ndarray:
             raise EncodingError(f"metadata field {field!r} must be a positive number, got {bad:g}")
         parts.append(paramisp_equalization(x, recipe["constants"][field]))
     return np.concatenate(parts, axis=-1).astype(np.float32)
+
+
+def camera_to_srgb(color_matrix: Any) -> np.ndarray:
+    """(N, 18) float32: row-major camera RGB -> linear sRGB matrix, then its inverse (sRGB -> camera, rows summing 1).
+
+    Args:
+        color_matrix: (N, 3, 3) or (3, 3) XYZ -> camera matrices (DNG ColorMatrix convention).
+
+    Raises:
+        EncodingError: missing, not finite, or singular.
+    """
+    from mobileisp.metadata import SRGB_TO_XYZ, cam_to_srgb_matrix
+
+    if color_matrix is None:
+        raise EncodingError("metadata field 'color_matrix' is missing")
+    v = color_matrix.detach().cpu() if hasattr(color_matrix, "detach") else color_matrix
+    m = np.asarray(v, dtype=np.float64).reshape(-1, 3, 3)
+    rows = []
+    for xyz2cam in m:
+        rgb2cam = xyz2cam @ SRGB_TO_XYZ
+        sums = rgb2cam.sum(axis=1, keepdims=True)
+        if not np.all(np.isfinite(xyz2cam)) or np.any(np.abs(sums) < 1e-9) or abs(np.linalg.det(rgb2cam)) < 1e-12:
+            raise EncodingError("metadata field 'color_matrix' is not an invertible colour matrix")
+        rows.append(np.concatenate([cam_to_srgb_matrix(xyz2cam).reshape(9), (rgb2cam / sums).reshape(9)]))
+    return np.stack(rows).astype(np.float32)
 
 
 def source_fields(fields: Sequence[str], encodings: Mapping[str, Mapping[str, Any]]) -> tuple[str, ...]:
@@ -145,6 +185,10 @@ def check_recipe(name: str, recipe: Mapping[str, Any]) -> None:
     if name not in ENCODED_INPUTS:
         raise ValueError(f"encoded input {name!r} must be one of {ENCODED_INPUTS}")
     encoded_shape(recipe)
+    if recipe["kind"] == "camera-to-srgb":
+        if list(recipe.get("sources", ())) != ["color_matrix"]:
+            raise ValueError(f"{name}: camera-to-srgb is computed from color_matrix")
+        return
     for s in recipe.get("sources", ()):
         if s not in METADATA_FIELDS or s not in recipe["constants"]:
             raise ValueError(f"{name}: encoding source {s!r} is not a known field with constants")

@@ -505,6 +505,7 @@ TRAIN_CONFIG = {
     # the paper gives only the loss (MSE) and the curriculum; optimiser, lr, schedule, batch and epochs are
     # unspecified: Adam 1e-4 is this toolkit's choice, not the paper's
     "optimizer": "adam", "lr": 1e-4, "betas": (0.9, 0.999), "eps": 1e-8,
+    "schedule": "cosine", "min_factor": 0.05,  # also ours: short runs end better decayed
     "paper_loss": "mse",
     # pre-train on monitor captures (600 train pairs), then fine-tune on real-world captures (160 pairs)
     "curriculum": [{"stage": "pretrain", "data": "monitor", "pairs": 600},

@@ -22,8 +22,9 @@ Forward network, RAW -> sRGB (the paper's Fig. 2, official code's shapes):
 The official code's camera-ID embedding (multiplied by 0, ~1.1k parameters) is left out, so the faithful
 preset has 709,885 parameters against the official 710,973.
 
-Shapes: ``raw`` (N, 4, H/2, W/2) in [0, 1]; ``white_balance`` (N, 3) gains with G = 1; ``color_matrix``
-(N, 3, 3) XYZ -> camera; ``optics`` (N, 60). Output sRGB (N, 3, H, W), nominally [0, 1] (not clipped).
+Shapes: ``raw`` (N, 4, H/2, W/2) in [0, 1]; ``white_balance`` (N, 3) gains with G = 1; ``ccm`` (N, 18): the
+camera -> linear sRGB matrix and its inverse, row-major, computed on the host from the file's ``color_matrix``
+(:func:`mobileisp.metadata_encoding.camera_to_srgb`); ``optics`` (N, 60). Output sRGB (N, 3, H, W), nominally [0, 1] (not clipped).
 H and W must be multiples of 4 (U-Net); GlobalNet's unpadded strided convolutions need H, W >= 128.
 """
 
@@ -36,9 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mobileisp.errors import ModelError
-from mobileisp.metadata import SRGB_TO_XYZ
-from mobileisp.metadata_encoding import PARAMISP_FEATURES_PER_PARAMETER, PARAMISP_OPTICS
-from mobileisp.models.classical import MalvarDemosaic, apply_matrix, cam_to_srgb
+from mobileisp.metadata_encoding import CAMERA_TO_SRGB, PARAMISP_FEATURES_PER_PARAMETER, PARAMISP_OPTICS
+from mobileisp.models.classical import MalvarDemosaic
 from mobileisp.models.registry import ModelSpec, register_model
 
 N_OPTICAL = len(PARAMISP_OPTICS["sources"])
@@ -127,8 +127,8 @@ def overexposure_mask(x: torch.Tensor) -> torch.Tensor:
 class ParamNet(nn.Module):
     """Camera parameters -> conditioning vector z (N, width).
 
-    Inputs: ``optics`` (N, 15 * 4) equalized features, ``white_balance`` (N, 3), ``cam2rgb`` (N, 3, 3),
-    ``rgb2cam`` (N, 3, 3) (its inverse).
+    Inputs: ``optics`` (N, 15 * 4) equalized features, ``white_balance`` (N, 3), ``ccm`` (N, 18) = vec of the
+    camera -> sRGB matrix and of its inverse.
     """
 
     def __init__(self, width: int = 64, dropout: float = 0.2):
@@ -141,12 +141,10 @@ class ParamNet(nn.Module):
         nn.init.xavier_uniform_(self.mlp[-1].weight, gain=0.1)
         self.dropout = float(dropout)
 
-    def forward(self, optics: torch.Tensor, white_balance: torch.Tensor, cam2rgb: torch.Tensor,
-                rgb2cam: torch.Tensor) -> torch.Tensor:
+    def forward(self, optics: torch.Tensor, white_balance: torch.Tensor, ccm: torch.Tensor) -> torch.Tensor:
         f = PARAMISP_FEATURES_PER_PARAMETER
         n = optics.shape[0]
-        canonical = torch.cat([white_balance, 1.0 / white_balance, cam2rgb.reshape(-1, 9), rgb2cam.reshape(-1, 9)], 1)
-        z = self.canonical(canonical)
+        z = self.canonical(torch.cat([white_balance, 1.0 / white_balance, ccm], 1))
         for i, layer in enumerate(self.per_parameter):
             feats = optics[:, i * f : (i + 1) * f]
             if self.training and self.dropout > 0:
@@ -337,21 +335,21 @@ class ParamISP(nn.Module):
         self.local_net = LocalNet(self.features.channels, width, scales, blocks, act, spatial_attention, channel_max)
         self.global_net = GlobalNet(self.features.channels, width, stages, act)
 
-    def canonical(self, raw: torch.Tensor, white_balance: torch.Tensor,
-                  color_matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """CanoNet: (I_lin (N, 3, H, W), cam->sRGB (N, 3, 3), sRGB->cam (N, 3, 3))."""
-        rgb = self.demosaic(raw)
-        rgb = torch.clamp(rgb * white_balance[:, :, None, None], 0.0, 1.0)
-        cam2rgb = cam_to_srgb(color_matrix)
-        srgb2xyz = torch.as_tensor(SRGB_TO_XYZ, dtype=color_matrix.dtype, device=color_matrix.device)
-        rgb2cam = torch.matmul(color_matrix, srgb2xyz)
-        rgb2cam = rgb2cam / rgb2cam.sum(dim=-1, keepdim=True)
-        return apply_matrix(cam2rgb, rgb), cam2rgb, rgb2cam
+    def canonical(self, raw: torch.Tensor, white_balance: torch.Tensor, ccm: torch.Tensor) -> torch.Tensor:
+        """CanoNet: demosaic, white balance, clip, camera -> linear sRGB. Returns I_lin (N, 3, H, W).
 
-    def forward(self, raw: torch.Tensor, white_balance: torch.Tensor, color_matrix: torch.Tensor,
+        Each output channel is a broadcast multiply of the image by its matrix row (N, 3, 1, 1) and a channel
+        sum: no image-channel slices and no 3-D tensors reach the converters.
+        """
+        rgb = self.demosaic(raw)
+        rgb = torch.clamp(rgb * white_balance.reshape(-1, 3, 1, 1), 0.0, 1.0)
+        rows = [(ccm[:, 3 * c : 3 * c + 3].reshape(-1, 3, 1, 1) * rgb).sum(dim=1, keepdim=True) for c in range(3)]
+        return torch.cat(rows, dim=1)
+
+    def forward(self, raw: torch.Tensor, white_balance: torch.Tensor, ccm: torch.Tensor,
                 optics: torch.Tensor) -> torch.Tensor:
-        lin, cam2rgb, rgb2cam = self.canonical(raw, white_balance, color_matrix)
-        z = self.param_net(optics, white_balance, cam2rgb, rgb2cam)
+        lin = self.canonical(raw, white_balance, ccm)
+        z = self.param_net(optics, white_balance, ccm)
         over = overexposure_mask(lin)
         local = self.local_net(lin, self.features(lin, over), z)
         return self.global_net(local, self.features(local, over), z)
@@ -373,8 +371,8 @@ TRAIN_CONFIG = {
 
 _SPEC = dict(
     family="paramisp",
-    metadata_fields=("white_balance", "color_matrix", "optics"),
-    metadata_encoding={"optics": PARAMISP_OPTICS},
+    metadata_fields=("white_balance", "ccm", "optics"),
+    metadata_encoding={"ccm": CAMERA_TO_SRGB, "optics": PARAMISP_OPTICS},
     size_multiple=2,  # packed; full-resolution H, W multiples of 4 (two U-Net halvings)
     min_size=64,  # GlobalNet: three unpadded stride-2 convs + max-pools need >= 128 full-resolution pixels
     export_size=(256, 256),

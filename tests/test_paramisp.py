@@ -55,11 +55,10 @@ def test_encoding_refuses_missing_or_non_positive_values(bad, needle):
 
 def test_spec_lists_sources_and_encoded_input():
     spec = get_spec("paramisp")
-    assert spec.metadata_fields == ("white_balance", "color_matrix", "optics")
+    assert spec.metadata_fields == ("white_balance", "ccm", "optics")
     assert spec.metadata_sources == ("white_balance", "color_matrix", "focal_length", "f_number", "exposure_time", "iso")
     assert [(t.name, t.shape) for t in spec.inputs] == [
-        ("raw", ("N", 4, "H/2", "W/2")), ("white_balance", ("N", 3)), ("color_matrix", ("N", 3, 3)),
-        ("optics", ("N", 60))]
+        ("raw", ("N", 4, "H/2", "W/2")), ("white_balance", ("N", 3)), ("ccm", ("N", 18)), ("optics", ("N", 60))]
     assert json.loads(json.dumps(spec.to_dict()))["metadata_encoding"]["optics"]["constants"]["iso"]["inv"] == 64.0
 
 
@@ -83,7 +82,21 @@ def test_missing_exif_is_a_one_line_error_naming_the_field():
     with pytest.raises(MobileISPError, match="iso, which the file does not record"):
         metadata_tensors(spec, [dataclasses.replace(META, iso=None)], source="shot.dng")
     t = metadata_tensors(spec, [META])
-    assert t["optics"].shape == (1, 60) and t["color_matrix"].shape == (1, 3, 3)
+    assert t["optics"].shape == (1, 60) and t["ccm"].shape == (1, 18)
+
+
+def test_ccm_encoding_is_the_camera_to_srgb_matrix_and_its_inverse():
+    from mobileisp.metadata import cam_to_srgb_matrix
+    from mobileisp.metadata_encoding import CAMERA_TO_SRGB
+
+    x = encode(CAMERA_TO_SRGB, {"color_matrix": np.array(META.color_matrix)[None]})
+    assert x.shape == (1, 18)
+    m, inv = x[0, :9].reshape(3, 3), x[0, 9:].reshape(3, 3)
+    np.testing.assert_allclose(m, cam_to_srgb_matrix(np.array(META.color_matrix)), rtol=1e-6)
+    np.testing.assert_allclose(m @ inv, np.eye(3), atol=1e-5)
+    np.testing.assert_allclose(inv.sum(axis=1), 1.0, atol=1e-6)  # camera white -> sRGB white
+    with pytest.raises(EncodingError, match="invertible"):
+        encode(CAMERA_TO_SRGB, {"color_matrix": np.zeros((1, 3, 3))})
 
 
 # ------------------------------------------------------------------------------------------ parts
