@@ -14,7 +14,7 @@ from mobileisp.errors import DatasetError
 
 @dataclass
 class EvalRow:
-    """Mean metrics of one model over an evaluation set. PSNR in dB, SSIM in [0, 1], ΔE2000 in CIELAB units."""
+    """Mean metrics of one model over an evaluation set. PSNR in dB, SSIM in [0, 1], ΔE2000 and ΔE76 in CIELAB units."""
 
     model: str
     weights: str
@@ -23,6 +23,7 @@ class EvalRow:
     delta_e2000: float
     ms_per_image: float
     images: int
+    delta_e76: float
 
 
 @dataclass
@@ -37,11 +38,12 @@ class EvalResult:
 
     def table(self) -> str:
         """Plain-text table, best PSNR first."""
-        head = f"{'model':<20} {'PSNR dB':>8} {'SSIM':>7} {'dE2000':>7} {'ms/img':>8}  weights"
+        head = f"{'model':<20} {'PSNR dB':>8} {'SSIM':>7} {'dE2000':>7} {'dE76':>6} {'ms/img':>8}  weights"
         lines = [f"dataset: {self.dataset}", head, "-" * len(head)]
         for r in sorted(self.rows, key=lambda r: -r.psnr):
             lines.append(
-                f"{r.model:<20} {r.psnr:8.2f} {r.ssim:7.4f} {r.delta_e2000:7.2f} {r.ms_per_image:8.1f}  {r.weights}"
+                f"{r.model:<20} {r.psnr:8.2f} {r.ssim:7.4f} {r.delta_e2000:7.2f} {r.delta_e76:6.2f} {r.ms_per_image:8.1f}  "
+                f"{r.weights}"
             )
         return "\n".join(lines)
 
@@ -95,6 +97,7 @@ def evaluate_model(model, spec, samples: Sequence[dict[str, Any]], weights_label
         delta_e2000=mean("delta_e2000"),
         ms_per_image=1000.0 * seconds / max(len(samples), 1),
         images=len(samples),
+        delta_e76=mean("delta_e76"),
     )
 
 

@@ -49,12 +49,14 @@ class ImageMetrics:
         ssim: structural similarity in [-1, 1].
         delta_e2000: mean CIEDE2000 colour difference (CIELAB, D65).
         max_abs_error: largest absolute per-pixel, per-channel difference, in [0, 1].
+        delta_e76: mean CIE76 colour difference (Euclidean in CIELAB, D65), the metric CRISPnet reports.
     """
 
     psnr: float
     ssim: float
     delta_e2000: float
     max_abs_error: float
+    delta_e76: float
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -281,4 +283,5 @@ def compare(pred: Any, target: Any) -> ImageMetrics:
             ssim=float(ssim(p, t).mean()),
             delta_e2000=float(delta_e2000(p, t).double().mean()),
             max_abs_error=float(max_abs_error(p, t).mean()),
+            delta_e76=float(delta_e76(p, t).double().mean()),
         )

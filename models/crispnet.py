@@ -524,7 +524,7 @@ register_model(
         min_size=16,
         export_size=(256, 256),
         parity_floors=dict(PARITY_FLOORS),
-        weights=None,
+        weights="crispnet",
         loss="mse",
         train_config=TRAIN_CONFIG,
     ),

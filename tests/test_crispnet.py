@@ -232,7 +232,7 @@ def test_spec():
     spec = get_spec("crispnet")
     assert spec.family == "crispnet" and spec.metadata_fields == ("white_balance",)
     assert (spec.size_multiple, spec.min_size, spec.export_size, spec.scale) == (16, 16, (256, 256), 2)
-    assert spec.parity_floors == CAMERANET_FLOORS and spec.weights is None
+    assert spec.parity_floors == CAMERANET_FLOORS and spec.weights == "crispnet"
     assert spec.loss == "mse" and spec.train_config["paper_loss"] == "mse"
     assert spec.train_config["optimizer"] == "adam" and spec.train_config["lr"] == 1e-4
     assert [s["data"] for s in spec.train_config["curriculum"]] == ["monitor", "real-world"]

@@ -26,6 +26,7 @@ def test_baselines_score_in_their_measured_band(baselines):
         assert 15.0 < row.psnr < 25.0, row
         assert 0.4 < row.ssim < 0.9, row
         assert 5.0 < row.delta_e2000 < 20.0, row
+        assert row.delta_e76 > row.delta_e2000, row  # CIE76 overstates saturated differences relative to CIEDE2000
         assert row.images == 6 and row.weights == "fixed pipeline"
 
 

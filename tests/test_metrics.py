@@ -141,7 +141,8 @@ def test_max_abs_error_and_compare(batch):
                                    abs=1e-4)
     assert m.ssim == pytest.approx(np.mean([_skimage_ssim(y, x) for x, y in zip(xs, ys)]), abs=1e-3)
     assert m.max_abs_error == pytest.approx(np.abs(xs - ys).reshape(3, -1).max(1).mean(), abs=1e-12)
-    assert set(m.to_dict()) == {"psnr", "ssim", "delta_e2000", "max_abs_error"}
+    assert set(m.to_dict()) == {"psnr", "ssim", "delta_e2000", "max_abs_error", "delta_e76"}
+    assert m.delta_e76 == pytest.approx(float(M.delta_e76(xs, ys).double().mean()), rel=1e-12) and m.delta_e76 > 0
     assert all(isinstance(v, float) for v in m.to_dict().values())
 
 
@@ -150,7 +151,7 @@ def test_identical_images(batch):
     m = M.compare(ys, ys)
     assert m.psnr == float("inf")
     assert m.ssim == pytest.approx(1.0, abs=1e-9)
-    assert m.delta_e2000 == 0.0
+    assert m.delta_e2000 == 0.0 and m.delta_e76 == 0.0
     assert m.max_abs_error == 0.0
 
 

@@ -23,7 +23,11 @@ def scores():
     return {r.model: r for r in evaluate([(n, "default") for n in names], dataset="heldout", n=16, size=128).rows}
 
 
-@pytest.mark.parametrize("name", SHIPPED)
+#: Shipped weights that do not make the 2 dB promise (their cards say why).
+BELOW_BAR = ("crispnet",)
+
+
+@pytest.mark.parametrize("name", SHIPPED + BELOW_BAR)
 def test_weights_and_model_card_ship(name):
     spec = get_spec(name)
     path = spec.weights_path()
