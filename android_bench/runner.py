@@ -535,7 +535,8 @@ class _ParityCase:
         count = int(np.prod(first["shape"]))
         y = np.frombuffer(data, dtype=np.dtype(first["dtype"]), count=count).reshape(tuple(first["shape"]))
         y = dequantize(y, first)
-        if y.ndim == 4 and y.shape[-1] == 3 and y.shape[1] != 3:
+        channels = 4 if self.spec.inverse else 3
+        if y.ndim == 4 and y.shape[-1] == channels and y.shape[1] != channels:
             y = y.transpose(0, 3, 1, 2)
         _, prec = resolve("tflite", self.meta["precision"])
         floor = floor_for(self.spec.parity_floors, "tflite", _effective_precision(acc, self.meta["precision"]))
@@ -546,6 +547,7 @@ class _ParityCase:
             runtime=f"benchmark_model {acc.name}", simulated=False, floor_db=floor,
             max_task_drop_db=prec.max_task_drop_db,
             notes="one held-out image fed with --input_layer_value_files, output from --output_filepath",
+            raw_output=self.spec.inverse,
         )
         return result
 

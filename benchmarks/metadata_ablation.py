@@ -9,9 +9,9 @@ For each model, every held-out image is processed three ways, side by side in on
   trains for "parameter unknown".
 
 It prints mean PSNR / SSIM / ΔE2000 per mode and the drop from ``true``. A model that ignores an input shows
-no drop. Usage::
+no drop. An inverse (sRGB -> RAW) model is scored on the clean packed RAW (ΔE2000 not defined: "-"). Usage::
 
-    python benchmarks/metadata_ablation.py [--models paramisp-lite] [--fields optics] [--n 64] [--size 128]
+    python benchmarks/metadata_ablation.py [--models paramisp-lite paramisp-inverse-lite] [--fields optics] [--n 64]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 def run(name: str, fields: list[str], n: int, size: int) -> list[tuple[str, float, float, float]]:
     from mobileisp.data import heldout_set
     from mobileisp.infer import forward_padded
-    from mobileisp.metrics import compare
+    from mobileisp.metrics import compare_for
     from mobileisp.models import create_model, get_spec
 
     spec = get_spec(name)
@@ -40,15 +40,15 @@ def run(name: str, fields: list[str], n: int, size: int) -> list[tuple[str, floa
         modes["dropped"] = lambda i: {**metas[i], "optics": torch.zeros_like(metas[i]["optics"])}
     rows = []
     for mode, meta_of in modes.items():
-        scores = [compare(forward_padded(model, spec, torch.as_tensor(s["raw"])[None], meta_of(i)),
-                          torch.as_tensor(s["srgb"])[None]) for i, s in enumerate(samples)]
+        scores = [compare_for(spec, forward_padded(model, spec, torch.as_tensor(spec.sample_input(s))[None], meta_of(i)),
+                              torch.as_tensor(spec.sample_target(s))[None]) for i, s in enumerate(samples)]
         rows.append((mode, *(float(np.mean([getattr(m, k) for m in scores])) for k in ("psnr", "ssim", "delta_e2000"))))
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["paramisp-lite"])
+    parser.add_argument("--models", nargs="+", default=["paramisp-lite", "paramisp-inverse-lite"])
     parser.add_argument("--fields", nargs="+", default=["optics"],
                         help="metadata inputs to shuffle (default optics; a model without them shuffles all)")
     parser.add_argument("--n", type=int, default=64, help="held-out images")
@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = run(name, args.fields, args.n, args.size)
         base = rows[0][1]
         for mode, p, s, de in rows:
-            print(f"| {name} | {mode} | {p:.2f} | {base - p:+.2f} | {s:.4f} | {de:.2f} |")
+            de_text = f"{de:.2f}" if de == de else "-"
+            print(f"| {name} | {mode} | {p:.2f} | {base - p:+.2f} | {s:.4f} | {de_text} |")
     print(f"\nheld-out set: {args.n} images {args.size}x{args.size} (mobileisp.data.heldout_set, seed 1234)")
     return 0
 

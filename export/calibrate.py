@@ -1,7 +1,7 @@
 """Model inputs for export: example, calibration (training distribution) and evaluation (held-out) sets.
 
 Every set is a dict ``input name -> float32 tensor`` in the ModelSpec's input order: ``raw`` (N, 4, H/2, W/2)
-packed RGGB in [0, 1], then one tensor per metadata field (``white_balance`` (N, 3), ``color_matrix``
+packed RGGB in [0, 1] (an inverse model's ``srgb`` (N, 3, H, W) instead), then one tensor per metadata field (``white_balance`` (N, 3), ``color_matrix``
 (N, 3, 3), ...). Calibration samples come from :class:`mobileisp.data.SyntheticRawDataset` (training split,
 never the held-out set); evaluation samples from :func:`mobileisp.data.heldout_set`, with their sRGB targets.
 """
@@ -29,7 +29,8 @@ class InputSet:
 
     Attributes:
         inputs: input name -> (N, ...) float32 tensor, in spec order.
-        targets: (N, 3, H, W) ground-truth sRGB in [0, 1], or None.
+        targets: (N, 3, H, W) ground-truth sRGB in [0, 1] (an inverse model's clean packed RAW
+            (N, 4, H/2, W/2)), or None.
         source: JSON-ready description (dataset, split, n, size, seed) recorded in artefact metadata.
     """
 
@@ -80,7 +81,9 @@ def parse_size(text: str) -> tuple[int, int]:
 def stack_inputs(spec, samples: Sequence[dict[str, Any]], size: tuple[int, int]) -> dict[str, torch.Tensor]:
     """Batch samples (dicts as mobileisp.data yields) into the model's named inputs, centre-cropped to ``size``."""
     h, w = size
-    out: dict[str, torch.Tensor] = {"raw": torch.stack([_crop(s["raw"], h // 2, w // 2) for s in samples]).float()}
+    k = spec.input_scale
+    images = [_crop(torch.as_tensor(spec.sample_input(s)), k * h // 2, k * w // 2, k) for s in samples]
+    out: dict[str, torch.Tensor] = {spec.image_input.name: torch.stack(images).float()}
     fields = {}
     for f in spec.metadata_sources:
         missing = [i for i, s in enumerate(samples) if f not in s]
@@ -91,9 +94,14 @@ def stack_inputs(spec, samples: Sequence[dict[str, Any]], size: tuple[int, int])
     return out
 
 
-def _crop(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """Centre crop of the last two dims to (h, w), keeping even offsets (Bayer phase of the full-res image)."""
-    y0, x0 = (x.shape[-2] - h) // 2, (x.shape[-1] - w) // 2
+def _crop(x: torch.Tensor, h: int, w: int, unit: int = 1) -> torch.Tensor:
+    """Centre crop of the last two dims to (h, w) at offsets that are multiples of ``unit``.
+
+    Packed tensors use ``unit`` 1; full-resolution ones 2, so that the crop stays on the packed grid
+    (the same region as the packed crop, and the Bayer phase of the full-resolution image).
+    """
+    y0 = unit * ((x.shape[-2] // unit - h // unit) // 2)
+    x0 = unit * ((x.shape[-1] // unit - w // unit) // 2)
     if y0 < 0 or x0 < 0:
         raise ImageSizeError(f"cannot crop {tuple(x.shape[-2:])} to {(h, w)}")
     return x[..., y0 : y0 + h, x0 : x0 + w]
@@ -139,7 +147,9 @@ def evaluation_set(spec, n: int, size: tuple[int, int], seed: int = HELDOUT_SEED
         ds = SyntheticRawDataset(int(n), crop=side, seed=seed, split="heldout")
         samples = [ds[i] for i in range(int(n))]
         source = {"dataset": "SyntheticRawDataset", "split": "heldout", "n": int(n), "size": [h, w], "seed": seed}
-    targets = torch.stack([_crop(s["srgb"], h, w) for s in samples]).float()
+    k = 1 if spec.inverse else 2  # target pixels per packed pixel
+    targets = torch.stack([_crop(torch.as_tensor(spec.sample_target(s)), k * h // 2, k * w // 2, k)
+                           for s in samples]).float()
     return InputSet(stack_inputs(spec, samples, size), targets, source)
 
 

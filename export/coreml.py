@@ -79,6 +79,7 @@ def convert(
     precision: str,
     calibration: Mapping[str, torch.Tensor] | None = None,
     quantized: nn.Module | None = None,
+    output_name: str = "srgb",
 ):
     """Convert ``model`` (export-friendly, eval) to an in-memory Core ML mlprogram of ``precision``.
 
@@ -117,7 +118,7 @@ def convert(
             mlmodel = ct.convert(
                 traced,
                 inputs=[ct.TensorType(name=n, shape=tuple(t.shape), dtype=np.float32) for n, t in inputs.items()],
-                outputs=[ct.TensorType(name="srgb", dtype=np.float32)],
+                outputs=[ct.TensorType(name=output_name, dtype=np.float32)],
                 convert_to="mlprogram",
                 minimum_deployment_target=getattr(ct.target, DEPLOYMENT[precision]),
                 compute_precision=ct.precision.FLOAT16,
@@ -396,5 +397,6 @@ class CoreMLRunner:
         outs = []
         for i in range(n):
             feed = {k: np.asarray(v, dtype=np.float32)[i : i + 1] for k, v in inputs.items()}
-            outs.append(np.asarray(self.model.predict(feed)["srgb"], dtype=np.float32))
+            result = self.model.predict(feed)  # one output: "srgb" ("raw" for an inverse model)
+            outs.append(np.asarray(next(iter(result.values())), dtype=np.float32))
         return np.concatenate(outs)

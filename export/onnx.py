@@ -60,6 +60,7 @@ def export(
     path: str | os.PathLike,
     opset: int = OPSET,
     simplify: bool = True,
+    output_name: str = "srgb",
 ) -> Path:
     """Export ``model`` (called as ``model(raw, **metadata)``) to an ONNX file with static shapes.
 
@@ -69,6 +70,7 @@ def export(
         path: destination .onnx (overwritten: it is a working file; the pipeline handles atomicity).
         opset: ONNX opset (>= 17).
         simplify: run onnx-simplifier (constant folding of shape arithmetic).
+        output_name: the output's name (``srgb``; ``raw`` for an inverse model).
 
     Raises:
         ONNXExportError: the exporter or the checker failed.
@@ -82,7 +84,7 @@ def export(
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                wrapped, tuple(inputs.values()), str(path), input_names=names, output_names=["srgb"],
+                wrapped, tuple(inputs.values()), str(path), input_names=names, output_names=[output_name],
                 opset_version=opset, dynamo=False, do_constant_folding=True,
             )
     except Exception as e:  # torch.onnx raises assorted errors for unsupported ops

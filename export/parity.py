@@ -40,7 +40,8 @@ class ParityResult:
             ``torch-simulation``).
         simulated: True when the output is a torch simulation (Core ML off macOS), not the artefact itself.
         n, size: number of images and full-resolution (H, W).
-        psnr_db, ssim, delta_e2000, max_abs_error: artefact vs the fp32 PyTorch reference.
+        psnr_db, ssim, delta_e2000, max_abs_error: artefact vs the fp32 PyTorch reference (``delta_e2000`` is
+            None for an inverse model, whose output is camera RAW, not a colour space).
         task_psnr_db, reference_task_psnr_db: artefact and reference vs ground truth.
         task_drop_db: ``reference_task_psnr_db - task_psnr_db``.
         floor_db: the parity floor (None: the model sets none for this row).
@@ -59,7 +60,7 @@ class ParityResult:
     size: tuple[int, int]
     psnr_db: float
     ssim: float
-    delta_e2000: float
+    delta_e2000: float | None
     max_abs_error: float
     task_psnr_db: float
     reference_task_psnr_db: float
@@ -109,7 +110,8 @@ class ParityResult:
             + (" (SIMULATION)" if self.simulated else "") + "]",
             f"  vs fp32 PyTorch on {self.n} held-out images {self.size[0]}x{self.size[1]}:",
             f"    PSNR {self.psnr_db:.2f} dB (floor {floor})   SSIM {self.ssim:.5f}   "
-            f"mean dE2000 {self.delta_e2000:.3f}   max |err| {self.max_abs_error:.4f}",
+            + (f"mean dE2000 {self.delta_e2000:.3f}   " if self.delta_e2000 is not None else "(RAW output)   ")
+            + f"max |err| {self.max_abs_error:.4f}",
             f"  task PSNR vs ground truth: artefact {self.task_psnr_db:.2f} dB, reference "
             f"{self.reference_task_psnr_db:.2f} dB (drop {self.task_drop_db:+.2f} dB)",
             f"  {status}" + (f": {self.failure()}" if not self.passed else ""),
@@ -134,19 +136,21 @@ def measure(
     floor_db: float | None,
     max_task_drop_db: float | None,
     notes: str = "",
+    raw_output: bool = False,
 ) -> tuple[ParityResult, np.ndarray]:
     """Run ``run`` on ``inputs`` and compare with ``reference`` (fp32 torch output) and ``targets``.
 
     Args:
-        run: NCHW inputs -> (N, 3, H, W) float32 output.
-        reference: (N, 3, H, W) fp32 PyTorch output on the same inputs.
-        targets: (N, 3, H, W) ground truth in [0, 1].
+        run: NCHW inputs -> (N, 3, H, W) float32 output ((N, 4, H/2, W/2) packed RAW for an inverse model).
+        reference: the fp32 PyTorch output on the same inputs, same shape.
+        targets: ground truth in [0, 1], same shape.
         inputs: name -> (N, ...) float32 arrays.
+        raw_output: the outputs are packed RAW (an inverse model): no colour difference, size doubled.
 
     Returns:
-        (result, the artefact's (N, 3, H, W) output clipped to [0, 1]).
+        (result, the artefact's output clipped to [0, 1]).
     """
-    from mobileisp.metrics import compare, psnr
+    from mobileisp.metrics import compare, compare_raw, psnr
 
     out = np.asarray(run(inputs), dtype=np.float32)
     if out.shape != reference.shape:
@@ -154,13 +158,17 @@ def measure(
     pred = torch.from_numpy(np.clip(out, 0.0, 1.0))
     ref = torch.from_numpy(np.clip(reference, 0.0, 1.0))
     gt = torch.as_tensor(targets, dtype=torch.float32)
-    m = compare(pred, ref)
-    task = float(psnr(pred, gt).mean())
-    task_ref = float(psnr(ref, gt).mean())
+    if raw_output:
+        m = compare_raw(pred, ref)
+        task, task_ref = float(compare_raw(pred, gt).psnr), float(compare_raw(ref, gt).psnr)
+    else:
+        m = compare(pred, ref)
+        task, task_ref = float(psnr(pred, gt).mean()), float(psnr(ref, gt).mean())
+    k = 2 if raw_output else 1
     result = ParityResult(
         artefact=str(artefact), model=model, format=format, precision=precision, runtime=runtime,
-        simulated=bool(simulated), n=int(out.shape[0]), size=(int(out.shape[2]), int(out.shape[3])),
-        psnr_db=float(m.psnr), ssim=float(m.ssim), delta_e2000=float(m.delta_e2000),
+        simulated=bool(simulated), n=int(out.shape[0]), size=(k * int(out.shape[2]), k * int(out.shape[3])),
+        psnr_db=float(m.psnr), ssim=float(m.ssim), delta_e2000=None if raw_output else float(m.delta_e2000),
         max_abs_error=float(m.max_abs_error), task_psnr_db=task, reference_task_psnr_db=task_ref,
         task_drop_db=task_ref - task, floor_db=floor_db, max_task_drop_db=max_task_drop_db, passed=True, notes=notes,
     )
@@ -179,7 +187,8 @@ def save_visuals(
     """Write ``<stem>-side-by-side.png`` (reference | artefact | ground truth) and ``<stem>-error.png``.
 
     Args:
-        artefact_out, reference, target: (3, H, W) float arrays in [0, 1] (the first validation image).
+        artefact_out, reference, target: (3, H, W) float arrays in [0, 1] (the first validation image), or
+            packed RAW (4, H/2, W/2), shown as camera RGB (R, mean G, B) with a 1/2.2 display gamma.
 
     The error map is ``max_c |artefact - reference|`` scaled so that full white is 1/16 (16 8-bit levels),
     in the magma colormap, with a one-line label of the scale.
@@ -189,7 +198,7 @@ def save_visuals(
     from mobileisp.images import save_srgb
 
     out_dir = Path(out_dir)
-    ref, art, gt = (np.clip(np.asarray(a, dtype=np.float32), 0, 1) for a in (reference, artefact_out, target))
+    ref, art, gt = (_viewable(np.clip(np.asarray(a, dtype=np.float32), 0, 1)) for a in (reference, artefact_out, target))
     gap = np.ones((3, ref.shape[1], 4), np.float32)
     side = np.concatenate([ref, gap, art, gap, gt], axis=2)
     err = np.abs(art - ref).max(axis=0)
@@ -197,3 +206,11 @@ def save_visuals(
     p1 = save_srgb(out_dir / f"{stem}-side-by-side.png", side, force=force)
     p2 = save_srgb(out_dir / f"{stem}-error.png", rgba, force=force)
     return p1, p2
+
+
+def _viewable(image: np.ndarray) -> np.ndarray:
+    """(3, H, W) as is; packed RAW (4, h, w) -> (3, h, w) camera RGB (R, mean of the greens, B) ** (1/2.2)."""
+    if image.shape[0] != 4:
+        return image
+    rgb = np.stack([image[0], 0.5 * (image[1] + image[2]), image[3]])
+    return np.power(rgb, 1 / 2.2).astype(np.float32)

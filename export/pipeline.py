@@ -202,19 +202,20 @@ def step2_convert(traced: Traced, fmt: FormatSpec, precisions: Sequence[str], wo
     if fmt.name in ("tflite", "onnx"):
         from mobileisp.export import onnx as onnx_export
 
-        out["onnx"] = onnx_export.export(traced.model, traced.example, work / f"{traced.spec.name}.onnx")
+        out["onnx"] = onnx_export.export(traced.model, traced.example, work / f"{traced.spec.name}.onnx",
+                                         output_name=traced.spec.output.name)
         if fmt.name == "tflite":
             from mobileisp.export import tflite
 
             quantized = [p for p in precisions if p in tflite.QUANTIZED]  # need the calibration set
             out["tflite"] = tflite.convert(
                 out["onnx"], work / "tflite", precisions, calibration=calib.numpy() if quantized else None,
-                image_inputs=("raw",),
+                image_inputs=(traced.spec.image_input.name,),
             )
     elif any(p in ("fp16", "w8") for p in precisions):
         from mobileisp.export import coreml
 
-        out["coreml"] = coreml.convert(traced.model, traced.example, "fp16")
+        out["coreml"] = coreml.convert(traced.model, traced.example, "fp16", output_name=traced.spec.output.name)
     return out
 
 
@@ -242,7 +243,7 @@ def step3_quantize(traced: Traced, fmt: FormatSpec, precision: str, converted: M
     with coreml._quiet():
         sim = coreml.quantize_activations(NamedInputs(traced.model, names[1:]).eval(), tuple(traced.example.values()),
                                           calib.inputs)
-    mlmodel = coreml.convert(traced.model, traced.example, "w8a8", quantized=sim)
+    mlmodel = coreml.convert(traced.model, traced.example, "w8a8", quantized=sim, output_name=traced.spec.output.name)
     return Candidate(precision, mlmodel=mlmodel, torch_simulation=sim)
 
 
@@ -255,7 +256,7 @@ def step4_validate(traced: Traced, fmt: FormatSpec, prec: PrecisionSpec, candida
         run, reference_out, eval_set.targets, eval_set.numpy(), artefact=label, model=traced.spec.name,
         format=fmt.name, precision=prec.name, runtime=runtime, simulated=simulated,
         floor_db=floor_for(traced.spec.parity_floors, fmt.name, prec.name), max_task_drop_db=prec.max_task_drop_db,
-        notes=notes,
+        notes=notes, raw_output=traced.spec.inverse,
     )
 
 
@@ -355,7 +356,7 @@ def export(
                 continue
             metadata = art.build_metadata(
                 spec=spec, format=fmt.name, precision=prec.name, size=hw, layout=fmt.layout,
-                inputs=_io_spec(spec, traced.example, fmt), output=_output_spec(hw, fmt, candidate.io),
+                inputs=_io_spec(spec, traced.example, fmt), output=_output_spec(spec, hw, fmt, candidate.io),
                 weights=traced.weights,
                 calibration=calib_set.source if (calib_set is not None and prec.calibrated) else None,
                 parity=parity.to_dict(), rewrites=f"mobileisp.export.rewrite.export_friendly(target={traced.target!r})",
@@ -482,16 +483,18 @@ def _io_spec(spec, example: Mapping[str, torch.Tensor], fmt: FormatSpec) -> list
     return out
 
 
-def _output_spec(hw: tuple[int, int], fmt: FormatSpec, io: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def _output_spec(spec, hw: tuple[int, int], fmt: FormatSpec, io: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The output tensor as the artefact writes it (TFLite: as the interpreter reports it)."""
-    h, w = hw
-    shape, layout, dtype = ([1, h, w, 3], "NHWC", "float32") if fmt.layout == "NHWC" else ([1, 3, h, w], "NCHW", "float32")
+    t = spec.output
+    c = 4 if spec.inverse else 3
+    h, w = (hw[0] // 2, hw[1] // 2) if spec.inverse else hw
+    shape, layout, dtype = ([1, h, w, c], "NHWC", "float32") if fmt.layout == "NHWC" else ([1, c, h, w], "NCHW", "float32")
     if io:
         out = io["outputs"][0]
         shape, dtype = out["shape"], out["dtype"]
-        layout = "NCHW" if shape[1] == 3 and shape[-1] != 3 else "NHWC"
-    return {"name": "srgb", "shape": shape, "layout": layout, "dtype": dtype, "range": [0.0, 1.0],
-            "description": "display sRGB (clip to [0, 1])"}
+        layout = "NCHW" if shape[1] == c and shape[-1] != c else "NHWC"
+    return {"name": t.name, "shape": shape, "layout": layout, "dtype": dtype, "range": [0.0, 1.0],
+            "description": f"{t.description} (clip to [0, 1])"}
 
 
 def _size_of(path: Path) -> int:

@@ -348,14 +348,14 @@ class TFLiteRunner:
         self.interpreter.invoke()
 
     def get_output(self) -> np.ndarray:
-        """The (first) output as float32 NCHW (N, 3, H, W).
+        """The (first) output as float32 NCHW: (N, 3, H, W) sRGB, or (N, 4, H/2, W/2) packed RAW (inverse).
 
-        onnx2tf normally emits NHWC (N, H, W, 3); where its layout inference keeps NCHW the output is
-        already (N, 3, H, W). The RGB axis (size 3) tells which.
+        onnx2tf normally emits NHWC (N, H, W, C); where its layout inference keeps NCHW the output is
+        already (N, C, H, W). The colour axis (size 3, or 4 for packed RAW) tells which.
         """
         detail = self.outputs[0]
         y = dequantize(self.interpreter.get_tensor(detail["index"]), detail)
-        if y.ndim == 4 and y.shape[-1] == 3 and y.shape[1] != 3:
+        if y.ndim == 4 and y.shape[-1] in (3, 4) and y.shape[1] not in (3, 4):
             y = y.transpose(0, 3, 1, 2)
         return y
 

@@ -6,8 +6,9 @@ Every dataset returns dicts with
 - ``"srgb"``: the target, (3, c, c) float32 tensor in [0, 1];
 - camera-metadata tensors named and shaped as :data:`mobileisp.metadata.METADATA_FIELDS`
   (``"white_balance"`` (3,), ``"color_matrix"`` (3, 3), ``"iso"`` (1,), ...), only where known;
-- synthetic samples add ``"shot_noise"`` and ``"read_noise"`` (0-d float32 tensors), real and held-out samples
-  a ``"name"`` string.
+- synthetic samples add ``"shot_noise"`` and ``"read_noise"`` (0-d float32 tensors) and ``"raw_clean"``, the
+  packed RAW before noise (the target of an inverse, sRGB -> RAW, network); real and held-out samples a
+  ``"name"`` string.
 
 The default ``torch.utils.data`` collate function batches them.
 
@@ -30,7 +31,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mobileisp import synth
-from mobileisp.errors import DatasetError, ImageSizeError
+from mobileisp.errors import DatasetError, ImageSizeError, MobileISPError
 from mobileisp.metadata import METADATA_FIELDS, CameraMetadata
 
 #: Generator tags that keep training and held-out random streams apart (ASCII "TRAN" and "HELD").
@@ -64,10 +65,14 @@ def sample_dict(
 
 
 def _unprocessed_sample(scene: np.ndarray, rng: np.random.Generator, **extra: Any) -> dict[str, Any]:
-    packed, params = synth.unprocess(scene, rng, noise=True)
+    # synth.unprocess(scene, rng, noise=True) step by step, to keep the clean RAW too (same random stream)
+    params = synth.random_params(rng)
+    clean = synth.mosaic(synth.unprocess_linear(scene, params))
+    noisy = synth.add_noise(clean, params.shot_noise, params.read_noise, rng).astype(np.float32)
     return sample_dict(
-        packed, np.clip(scene, 0.0, 1.0), params.metadata(),
-        shot_noise=float(params.shot_noise), read_noise=float(params.read_noise), **extra,
+        noisy, np.clip(scene, 0.0, 1.0), params.metadata(),
+        shot_noise=float(params.shot_noise), read_noise=float(params.read_noise),
+        raw_clean=torch.from_numpy(clean.astype(np.float32)), **extra,
     )
 
 
@@ -211,8 +216,17 @@ def heldout_set(n: int = 16, size: int = 128, seed: int = 1234) -> list[dict[str
 
 
 def _read_rgb(path: Path) -> np.ndarray:
-    """An 8-bit RGB image file as (H, W, 3) float32 in [0, 1]; EXIF orientation is ignored."""
+    """An RGB image file (8-bit JPEG; 8- or 16-bit PNG/TIFF) as (H, W, 3) float32 in [0, 1]; EXIF orientation
+    is ignored."""
     from PIL import Image
+
+    if path.suffix.lower() in (".png", ".tif", ".tiff"):
+        from mobileisp.images import load_srgb
+
+        try:
+            return load_srgb(path)
+        except MobileISPError as e:
+            raise DatasetError(str(e)) from None
 
     try:
         with Image.open(path) as im:
@@ -343,7 +357,8 @@ def pack_zrr(mosaic: np.ndarray) -> np.ndarray:
 
 
 class RawJpegPairs(Dataset):
-    """A folder of phone shots saved as RAW + JPEG: ``name.dng`` next to ``name.jpg`` / ``name.jpeg``.
+    """A folder of phone shots saved as RAW + JPEG: ``name.dng`` next to ``name.jpg`` / ``name.jpeg`` (or a
+    lossless ``name.png`` / ``name.tif``, which ``mobileisp synth`` writes).
 
     Extensions are matched case-insensitively; the folder is not searched recursively. The DNG is decoded
     by :func:`mobileisp.raw.read_raw` (black level, white level, CFA -> RGGB); its metadata becomes the
@@ -366,11 +381,11 @@ class RawJpegPairs(Dataset):
         dngs = [p for p in files if p.suffix.lower() == ".dng"]
         if not dngs:
             raise DatasetError(f"{root}: no .dng files (expected name.dng + name.jpg pairs)")
-        jpgs = {p.stem: p for p in files if p.suffix.lower() in (".jpg", ".jpeg")}
+        jpgs = {p.stem: p for p in files if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".tif", ".tiff")}
         self.pairs = []
         for dng in dngs:
             if dng.stem not in jpgs:
-                raise DatasetError(f"{dng}: no JPEG partner ({dng.stem}.jpg or {dng.stem}.jpeg)")
+                raise DatasetError(f"{dng}: no image partner ({dng.stem}.jpg, .jpeg, .png or .tif)")
             self.pairs.append((dng, jpgs[dng.stem]))
         self.crop = None if crop is None else _check_crop(crop, f"{root}")
         self.seed = int(seed)

@@ -79,7 +79,7 @@ def run_demo(output_dir: str | Path = "out/demo", force: bool = False) -> DemoRe
         image = read_raw(dng)
         save_srgb(work / "ground_truth.png", photo)
 
-        names = [n for n in list_models() if _has_weights(get_spec(n))] + ["classical", "libraw"]
+        names = [n for n in list_models() if _has_weights(get_spec(n)) and not get_spec(n).inverse] + ["classical", "libraw"]
         target = torch.from_numpy(photo.transpose(2, 0, 1).copy())[None]
         result = DemoResult(output_dir=str(output_dir), dng=str(output_dir / "demo.dng"), camera=camera.to_dict())
         for name in names:

@@ -9,12 +9,13 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from mobileisp.errors import DatasetError
+from mobileisp.errors import DatasetError, ModelError
 
 
 @dataclass
 class EvalRow:
-    """Mean metrics of one model over an evaluation set. PSNR in dB, SSIM in [0, 1], ΔE2000 and ΔE76 in CIELAB units."""
+    """Mean metrics of one model over an evaluation set. PSNR in dB, SSIM in [0, 1], ΔE2000 and ΔE76 in CIELAB units
+    (NaN for an inverse model, scored on packed RAW)."""
 
     model: str
     weights: str
@@ -38,13 +39,12 @@ class EvalResult:
 
     def table(self) -> str:
         """Plain-text table, best PSNR first."""
-        head = f"{'model':<20} {'PSNR dB':>8} {'SSIM':>7} {'dE2000':>7} {'dE76':>6} {'ms/img':>8}  weights"
+        head = f"{'model':<21} {'PSNR dB':>8} {'SSIM':>7} {'dE2000':>7} {'dE76':>6} {'ms/img':>8}  weights"
         lines = [f"dataset: {self.dataset}", head, "-" * len(head)]
         for r in sorted(self.rows, key=lambda r: -r.psnr):
-            lines.append(
-                f"{r.model:<20} {r.psnr:8.2f} {r.ssim:7.4f} {r.delta_e2000:7.2f} {r.delta_e76:6.2f} {r.ms_per_image:8.1f}  "
-                f"{r.weights}"
-            )
+            de2000 = f"{r.delta_e2000:7.2f}" if r.delta_e2000 == r.delta_e2000 else f"{'-':>7}"  # NaN: RAW output
+            de76 = f"{r.delta_e76:6.2f}" if r.delta_e76 == r.delta_e76 else f"{'-':>6}"
+            lines.append(f"{r.model:<21} {r.psnr:8.2f} {r.ssim:7.4f} {de2000} {de76} {r.ms_per_image:8.1f}  {r.weights}")
         return "\n".join(lines)
 
 
@@ -69,9 +69,10 @@ def load_eval_set(name: str, n: int, size: int) -> list[dict[str, Any]]:
 
 
 def evaluate_model(model, spec, samples: Sequence[dict[str, Any]], weights_label: str) -> EvalRow:
-    """Run ``model`` on every sample (batch of one) and average the metrics against ``srgb``."""
+    """Run ``model`` on every sample (batch of one) and average the metrics against ``srgb`` (an inverse model:
+    against the clean packed RAW; its colour differences are NaN)."""
     from mobileisp.infer import forward_padded
-    from mobileisp.metrics import compare
+    from mobileisp.metrics import compare_for
 
     import sys
 
@@ -79,15 +80,15 @@ def evaluate_model(model, spec, samples: Sequence[dict[str, Any]], weights_label
 
     scores, seconds = [], 0.0
     for s in tqdm(samples, desc=spec.name, unit="img", leave=False, disable=not sys.stderr.isatty()):
-        raw = torch.as_tensor(s["raw"])[None]
+        image = torch.as_tensor(spec.sample_input(s))[None]
         missing = [f for f in spec.metadata_sources if f not in s]
         if missing:
             raise DatasetError(f"{spec.name} needs {', '.join(missing)}, which this dataset does not provide")
         meta = spec.metadata_inputs({f: torch.as_tensor(s[f])[None] for f in spec.metadata_sources})
         t0 = time.perf_counter()
-        pred = forward_padded(model, spec, raw, meta)
+        pred = forward_padded(model, spec, image, meta)
         seconds += time.perf_counter() - t0
-        scores.append(compare(pred, torch.as_tensor(s["srgb"])[None]))
+        scores.append(compare_for(spec, pred, torch.as_tensor(spec.sample_target(s))[None]))
     mean = lambda key: float(np.mean([getattr(m, key) for m in scores]))  # noqa: E731
     return EvalRow(
         model=spec.name,
@@ -102,9 +103,17 @@ def evaluate_model(model, spec, samples: Sequence[dict[str, Any]], weights_label
 
 
 def evaluate(models: Iterable[tuple[str, str | None]], dataset: str = "heldout", n: int = 16, size: int = 128) -> EvalResult:
-    """Evaluate each ``(model_name, weights)`` pair (weights: ``"default"``, None or a path) on ``dataset``."""
+    """Evaluate each ``(model_name, weights)`` pair (weights: ``"default"``, None or a path) on ``dataset``.
+
+    Forward models are scored on sRGB, inverse models on the clean packed RAW; one call takes one kind.
+    """
     from mobileisp.models import create_model, get_spec
 
+    models = list(models)
+    directions = {get_spec(name).direction for name, _ in models}
+    if len(directions) > 1:
+        raise ModelError("evaluate RAW -> sRGB and sRGB -> RAW models in separate calls: "
+                         "one is scored on sRGB, the other on packed RAW")
     samples = load_eval_set(dataset, n, size)
     result = EvalResult(dataset=f"{dataset} ({len(samples)} images, {size}x{size})" if dataset == "heldout" else dataset)
     for name, weights in models:

@@ -179,7 +179,7 @@ def bench_host(
     inputs = {k: v for k, v in example_inputs(spec, size).items()}
     feed = {k: v.numpy() for k, v in inputs.items()}
     common = {"model": spec.name, "warmup": int(warmup), "threads": threads,
-              "input_shape": tuple(inputs["raw"].shape), **_host_fields()}
+              "input_shape": tuple(inputs[spec.image_input.name].shape), **_host_fields()}
 
     reference = None
     try:
@@ -190,7 +190,8 @@ def bench_host(
     ref_out = None
     if reference is not None:
         with torch.no_grad():
-            ref_out = reference(inputs["raw"], **{k: inputs[k] for k in list(inputs)[1:]}).numpy()
+            names = list(inputs)
+            ref_out = reference(inputs[names[0]], **{k: inputs[k] for k in names[1:]}).numpy()
 
     results = [_bench_artefact(path, meta, feed, ref_out, threads, runs, warmup, common)]
     speedup: dict[str, float] = {}

@@ -1,6 +1,7 @@
-"""Running a registered model on one packed RAW image, in overlapping tiles when it is large.
+"""Running a registered model on one image, in overlapping tiles when it is large.
 
-Memory stays bounded by the tile size: the network only ever sees (1, 4, tile + 2*overlap, ...) inputs.
+The image is a packed RAW for a forward (RAW -> sRGB) model and an sRGB image for an inverse one.
+Memory stays bounded by the tile size: the network only ever sees (1, C, k * (tile + 2*overlap), ...) inputs.
 Tiles are processed with ``overlap`` packed pixels of context on each side and only their centres are
 kept, so seams do not show for convolutional networks. Networks with a global path (CameraNet's global
 branch, DeepISP's per-image colour transform) see per-tile statistics when tiled; pass a larger ``tile``
@@ -38,23 +39,29 @@ def metadata_tensors(spec, metas: Sequence[CameraMetadata], source: str = "input
         raise MobileISPError(f"{source}: {e}") from None
 
 
-def forward_padded(model, spec, raw: torch.Tensor, meta: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Run ``model`` on ``raw`` (N, 4, h, w), reflect-padding h and w to ``spec.size_multiple``.
+def forward_padded(model, spec, image: torch.Tensor, meta: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Run ``model`` on its image input, reflect-padding the sides to the model's size multiple.
+
+    Args:
+        image: packed RAW (N, 4, h, w) for a forward model; sRGB (N, 3, 2h, 2w) for an inverse one.
 
     Returns:
-        sRGB (N, 3, scale*h, scale*w), clipped to [0, 1].
+        sRGB (N, 3, scale*h, scale*w) (forward) or packed RAW (N, 4, h, w) (inverse), clipped to [0, 1].
     """
-    h, w = raw.shape[-2:]
+    k = spec.input_scale
+    h, w = image.shape[-2] // k, image.shape[-1] // k
+    if image.shape[-2] % k or image.shape[-1] % k:
+        raise ImageSizeError(f"{spec.name} needs an even image height and width, got {tuple(image.shape[-2:])}")
     if min(h, w) < spec.min_size:
         raise ImageSizeError(
-            f"{spec.name} needs at least {spec.min_size * 2}x{spec.min_size * 2} RAW pixels, got {2 * h}x{2 * w}"
+            f"{spec.name} needs at least {spec.min_size * 2}x{spec.min_size * 2} pixels, got {2 * h}x{2 * w}"
         )
     m = spec.size_multiple
-    ph, pw = (-h) % m, (-w) % m
-    x = raw
+    ph, pw = k * ((-h) % m), k * ((-w) % m)
+    x = image
     if ph or pw:
-        mode = "reflect" if ph < h and pw < w else "replicate"
-        x = F.pad(raw, (0, pw, 0, ph), mode=mode)
+        mode = "reflect" if ph < image.shape[-2] and pw < image.shape[-1] else "replicate"
+        x = F.pad(image, (0, pw, 0, ph), mode=mode)
     with torch.inference_mode():
         y = model(x, **meta)
     s = spec.scale
@@ -71,33 +78,37 @@ def process_packed(
     progress: Callable[[int, int], None] | None = None,
     source: str = "input",
 ) -> np.ndarray:
-    """Process one packed RAW image.
+    """Process one image: a packed RAW through a forward model, or an sRGB image through an inverse one.
 
     Args:
         model: a network from :func:`mobileisp.models.create_model` (eval mode).
         spec: its ModelSpec.
-        packed: (4, h, w) float32 RGGB in [0, 1].
-        metadata: the file's camera metadata (needed when ``spec.metadata_fields`` is not empty).
+        packed: the model's image input without batch axis: (4, h, w) float32 RGGB in [0, 1] for a forward
+            model, (3, 2h, 2w) sRGB in [0, 1] for an inverse one.
+        metadata: the camera metadata (needed when ``spec.metadata_fields`` is not empty).
         tile: tile edge in packed pixels; 0 processes the image whole.
         overlap: context kept around each tile, in packed pixels.
         progress: called as ``progress(done, total)`` after each tile.
         source: name of the file, for error messages.
 
     Returns:
-        sRGB (3, 2h, 2w) float32 in [0, 1].
+        sRGB (3, 2h, 2w) float32 in [0, 1] (forward), or packed RAW (4, h, w) in [0, 1] (inverse).
     """
     meta = metadata_tensors(spec, [metadata or CameraMetadata()], source)
-    raw = torch.from_numpy(np.ascontiguousarray(packed, dtype=np.float32))[None]
-    h, w = raw.shape[-2:]
+    image = torch.from_numpy(np.ascontiguousarray(packed, dtype=np.float32))[None]
+    k = spec.input_scale
+    if image.shape[-2] % k or image.shape[-1] % k:
+        raise ImageSizeError(f"{source}: {spec.name} needs an even image height and width, got {tuple(image.shape[-2:])}")
+    h, w = image.shape[-2] // k, image.shape[-1] // k
     s = spec.scale
     if tile <= 0 or (h <= tile and w <= tile):
-        out = forward_padded(model, spec, raw, meta)[0]
+        out = forward_padded(model, spec, image, meta)[0]
         if progress:
             progress(1, 1)
         return out.numpy()
     tile = max(tile, spec.min_size)
     overlap = min(overlap, tile // 2)
-    result = np.zeros((3, s * h, s * w), dtype=np.float32)
+    result = np.zeros((spec.output.shape[1], s * h, s * w), dtype=np.float32)
     ys = list(range(0, h, tile))
     xs = list(range(0, w, tile))
     total, done = len(ys) * len(xs), 0
@@ -109,7 +120,7 @@ def process_packed(
             cx0, cx1 = max(0, x0 - overlap), min(w, x1 + overlap)
             cy0, cy1 = _grow(cy0, cy1, spec.min_size, h)
             cx0, cx1 = _grow(cx0, cx1, spec.min_size, w)
-            out = forward_padded(model, spec, raw[..., cy0:cy1, cx0:cx1], meta)[0]
+            out = forward_padded(model, spec, image[..., k * cy0 : k * cy1, k * cx0 : k * cx1], meta)[0]
             oy, ox = s * (y0 - cy0), s * (x0 - cx0)
             result[:, s * y0 : s * y1, s * x0 : s * x1] = out[:, oy : oy + s * (y1 - y0), ox : ox + s * (x1 - x0)].numpy()
             done += 1

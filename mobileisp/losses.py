@@ -12,6 +12,9 @@ every metadata key present is passed to the network as a keyword argument.
 Names:
 
 - ``l1``: mean absolute error on sRGB.
+- ``raw-l1``: an inverse (sRGB -> RAW) network's loss, ParamISP's: mean absolute error between
+  ``model(srgb, **metadata)`` and the clean packed RAW ``raw_clean`` (synthetic data carries it; ``raw``
+  otherwise), (N, 4, H/2, W/2).
 - ``l1+ssim``: LiteISPNet's released training loss without the VGG-19 term (no pretrained weights are
   shipped): ``L1 + 0.15 * (1 - SSIM)``, SSIM with an 11 x 11 Gaussian window, sigma 1.5.
 - ``lab-l1`` (alias ``deepisp``): DeepISP's full-ISP loss ``(1 - a) * L1(Lab / 100) + a * (1 - MS-SSIM(L / 100))`` with
@@ -172,6 +175,15 @@ def _l1() -> Loss:
     return Loss("l1", fn)
 
 
+def _raw_l1() -> Loss:
+    def fn(model, batch):
+        target = batch["raw_clean"] if "raw_clean" in batch else batch["raw"]
+        loss = l1(model(batch["srgb"], **model_inputs(batch)), target)
+        return loss, {"raw_l1": loss.item()}
+
+    return Loss("raw-l1", fn)
+
+
 def _mse() -> Loss:
     """CRISPnet's loss: mean squared error on sRGB (the paper found SSIM/perceptual terms neglect colour)."""
 
@@ -242,4 +254,5 @@ _BUILDERS: dict[str, Callable[..., Loss]] = {
     "deepisp": _lab_l1,  # the name DeepISP's ModelSpec uses
     "cameranet": _cameranet,
     "mse": _mse,
+    "raw-l1": _raw_l1,
 }

@@ -269,6 +269,40 @@ def delta_e76(pred: Any, target: Any) -> torch.Tensor:
     return _de_sqrt(d.pow(2).sum(1)).flatten(1).mean(1)
 
 
+def compare_raw(pred: torch.Tensor, target: torch.Tensor) -> ImageMetrics:
+    """PSNR, SSIM and max error of a packed RAW prediction (N, 4, h, w) against its target, batch-averaged.
+
+    For an inverse (sRGB -> RAW) network. The colour differences are not defined on camera RGB and are NaN.
+
+    Raises:
+        ImageSizeError: shapes differ or are not (N, 4, h, w), or a side is shorter than the SSIM window.
+    """
+    from pytorch_msssim import ssim as _ssim
+
+    p, t = torch.as_tensor(pred).double(), torch.as_tensor(target).double()
+    if p.dim() == 3:
+        p, t = p[None], t[None] if t.dim() == 3 else t
+    if p.shape != t.shape or p.dim() != 4 or p.shape[1] != 4:
+        raise ImageSizeError(f"RAW prediction {tuple(p.shape)} and target {tuple(t.shape)} must both be (N, 4, h, w)")
+    if min(p.shape[-2:]) < SSIM_WIN_SIZE:
+        raise ImageSizeError(f"SSIM needs images of at least {SSIM_WIN_SIZE}x{SSIM_WIN_SIZE} pixels, got {tuple(p.shape[-2:])}")
+    with torch.no_grad():
+        mse = (p - t).pow(2).flatten(1).mean(1)
+        s = _ssim(p, t, data_range=1.0, size_average=False, win_size=SSIM_WIN_SIZE, win_sigma=SSIM_WIN_SIGMA, K=SSIM_K)
+        return ImageMetrics(
+            psnr=float((10.0 * torch.log10(1.0 / mse)).mean()),
+            ssim=float(s.double().mean()),
+            delta_e2000=math.nan,
+            max_abs_error=float((p - t).abs().flatten(1).amax(1).mean()),
+            delta_e76=math.nan,
+        )
+
+
+def compare_for(spec, pred: Any, target: Any) -> ImageMetrics:
+    """:func:`compare` for a forward (RAW -> sRGB) model's output, :func:`compare_raw` for an inverse one's."""
+    return compare_raw(pred, target) if getattr(spec, "inverse", False) else compare(pred, target)
+
+
 def compare(pred: Any, target: Any) -> ImageMetrics:
     """All metrics of ``pred`` against ``target``, averaged over the batch.
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mobileisp._io import check_writable
+from mobileisp.errors import ModelError
 
 
 @dataclass
@@ -53,6 +54,9 @@ def run_file(
     from mobileisp.raw import read_raw
 
     spec = get_spec(model_name)
+    if spec.inverse:
+        raise ModelError(f"{model_name} turns sRGB into RAW; `run` develops RAW files. "
+                         f"Make RAW from images with `mobileisp synth IMAGES -o DIR --inverse {model_name}`")
     output = check_writable(output, force)
     check_image_name(output, bits)
     image = read_raw(rawfile)

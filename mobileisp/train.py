@@ -341,14 +341,14 @@ class StepBatchSampler:
 
 
 def collate_batch(samples: list[dict[str, Any]], fields: tuple[str, ...], encode=None) -> dict[str, Any]:
-    """Stack ``raw``, ``srgb``, ``linear`` (if present) and the metadata ``fields``.
+    """Stack ``raw``, ``srgb``, ``linear`` and ``raw_clean`` (if present) and the metadata ``fields``.
 
     ``encode`` (``ModelSpec.metadata_inputs``) turns the stacked fields into the model's metadata inputs
     (host-side encodings such as ParamISP's equalized optics); the batch then holds those instead.
     """
     import torch
 
-    keys = ["raw", "srgb"] + (["linear"] if "linear" in samples[0] else []) + list(fields)
+    keys = ["raw", "srgb"] + [k for k in ("linear", "raw_clean") if k in samples[0]] + list(fields)
     batch = {k: torch.stack([torch.as_tensor(s[k], dtype=torch.float32) for s in samples]) for k in keys}
     if encode is not None:
         inputs = encode({f: batch.pop(f) for f in fields})
@@ -457,6 +457,8 @@ def _truncate_log(path: Path, step: int) -> None:
 def validate(model, spec, samples: Sequence[dict[str, Any]], device) -> dict[str, float]:
     """Mean per-image PSNR, SSIM and CIEDE2000 of ``model`` on ``samples`` (outputs clipped to [0, 1]).
 
+    An inverse model is scored on the clean packed RAW (PSNR, SSIM; CIEDE2000 None).
+
     Same protocol as :func:`mobileisp.evaluate.evaluate_model`: one image at a time, padded to the
     model's size multiple.
     """
@@ -464,21 +466,22 @@ def validate(model, spec, samples: Sequence[dict[str, Any]], device) -> dict[str
     import torch
 
     from mobileisp.infer import forward_padded
-    from mobileisp.metrics import compare
+    from mobileisp.metrics import compare_for
 
     was_training = model.training
     model.eval()
     scores = []
     try:
         for s in samples:
-            raw = torch.as_tensor(s["raw"])[None].to(device)
+            image = torch.as_tensor(spec.sample_input(s))[None].to(device)
             meta = {k: v.to(device) for k, v in
                     spec.metadata_inputs({f: torch.as_tensor(s[f])[None] for f in spec.metadata_sources}).items()}
-            pred = forward_padded(model, spec, raw, meta)
-            scores.append(compare(pred.float().cpu(), torch.as_tensor(s["srgb"])[None]))
+            pred = forward_padded(model, spec, image, meta)
+            scores.append(compare_for(spec, pred.float().cpu(), torch.as_tensor(spec.sample_target(s))[None]))
     finally:
         model.train(was_training)
-    return {k: float(np.mean([getattr(m, k) for m in scores])) for k in ("psnr", "ssim", "delta_e2000")}
+    means = {k: float(np.mean([getattr(m, k) for m in scores])) for k in ("psnr", "ssim", "delta_e2000")}
+    return {k: (v if v == v else None) for k, v in means.items()}  # NaN (no colour difference on RAW) -> None
 
 
 def train(cfg: TrainConfig) -> TrainResult:

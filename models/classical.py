@@ -19,6 +19,11 @@ There is no exposure/brightness step: a RAW that was darkened (synth's ``rgb_gai
 ``libraw`` (:class:`LibRawISP`) writes each sample as a real DNG (as-shot neutral and ColorMatrix1 from the
 metadata) and develops it with rawpy/LibRaw (AHD demosaic, camera WB, sRGB, no auto-brightening). It runs
 numpy and files, so it is a baseline for evaluation only (not trainable, not exportable).
+
+``classical-inverse`` (:class:`ClassicalInverse`) is the fixed sRGB -> RAW baseline for the learned inverse
+ISPs: ``classical`` run backwards (inverse smoothstep, inverse sRGB OETF, linear sRGB -> camera matrix, divide
+by the white balance, mosaic). It knows the tone curve the synthetic data were made with but not the
+exposure (synth's ``rgb_gain``), which only the EXIF tells.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from torch import nn
 
 from mobileisp.errors import ImageSizeError, MobileISPError
 from mobileisp.metadata import SRGB_TO_XYZ, CameraMetadata
-from mobileisp.metrics import linear_to_srgb
+from mobileisp.metrics import linear_to_srgb, srgb_to_linear
 from mobileisp.models.registry import ModelSpec, register_model
 
 # --------------------------------------------------------------------------------------------------------
@@ -97,7 +102,9 @@ class MalvarDemosaic(nn.Module):
 
     def forward(self, packed: torch.Tensor) -> torch.Tensor:
         x = F.pad(packed, (1, 1, 1, 1), mode="reflect")
-        return F.pixel_shuffle(F.conv2d(x, self.kernel.to(packed.dtype)), 2)
+        # the buffer as is (move the module with .double()/.half()): a kernel derived from the input's dtype
+        # would make torch.ao FX quantization (Core ML w8a8) trace the weight back to the graph input
+        return F.pixel_shuffle(F.conv2d(x, self.kernel), 2)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -145,6 +152,23 @@ def apply_matrix(matrix: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     """
     m = matrix[:, :, :, None, None]
     return m[:, :, 0] * image[:, 0:1] + m[:, :, 1] * image[:, 1:2] + m[:, :, 2] * image[:, 2:3]
+
+
+def mosaic_kernel() -> torch.Tensor:
+    """(4, 3, 2, 2) stride-2 convolution kernel: camera RGB (N, 3, H, W) -> packed RGGB (N, 4, H/2, W/2).
+
+    Output channel R takes red at (0, 0) of each 2x2 tile, Gr green at (0, 1), Gb green at (1, 0), B blue at
+    (1, 1): exactly :func:`mobileisp.synth.mosaic`, as one convolution that every converter lowers.
+    """
+    k = torch.zeros(4, 3, 2, 2)
+    for out, (colour, y, x) in enumerate(((0, 0, 0), (1, 0, 1), (1, 1, 0), (2, 1, 1))):
+        k[out, colour, y, x] = 1.0
+    return k
+
+
+def inverse_smoothstep(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`smoothstep` on [0, 1]: ``0.5 - sin(asin(1 - 2x) / 3)``."""
+    return 0.5 - torch.sin(torch.asin(1.0 - 2.0 * x.clamp(0.0, 1.0)) / 3.0)
 
 
 def smoothstep(x: torch.Tensor) -> torch.Tensor:
@@ -203,6 +227,33 @@ class ClassicalISP(nn.Module):
         if self.tone_curve:
             rgb = smoothstep(rgb)
         return rgb.clamp(0.0, 1.0)
+
+
+class ClassicalInverse(nn.Module):
+    """Fixed sRGB -> RAW pipeline, :class:`ClassicalISP` backwards (see the module docstring).
+
+    Inputs: ``srgb`` (N, 3, H, W) in [0, 1], H and W even; ``white_balance`` (N, 3); ``color_matrix``
+    (N, 3, 3) XYZ -> camera. Output: packed RGGB (N, 4, H/2, W/2) in [0, 1].
+    """
+
+    def __init__(self, tone_curve: bool = True, oetf: str = "srgb") -> None:
+        super().__init__()
+        if oetf not in ("srgb", "gamma2.2"):
+            raise ValueError(f"oetf must be 'srgb' or 'gamma2.2', got {oetf!r}")
+        self.tone_curve = tone_curve
+        self.oetf = oetf
+        self.register_buffer("mosaic", mosaic_kernel(), persistent=False)
+
+    def forward(self, srgb: torch.Tensor, white_balance: torch.Tensor, color_matrix: torch.Tensor) -> torch.Tensor:
+        x = srgb.clamp(0.0, 1.0)
+        if self.tone_curve:
+            x = inverse_smoothstep(x)
+        lin = srgb_to_linear(x) if self.oetf == "srgb" else x.clamp_min(1e-8).pow(2.2)
+        srgb2xyz = torch.as_tensor(SRGB_TO_XYZ, dtype=color_matrix.dtype, device=color_matrix.device)
+        rgb2cam = torch.matmul(color_matrix, srgb2xyz)
+        rgb2cam = rgb2cam / rgb2cam.sum(dim=-1, keepdim=True)
+        cam = apply_matrix(rgb2cam, lin) / white_balance[:, :, None, None]
+        return F.conv2d(cam.clamp(0.0, 1.0), self.mosaic.to(cam.dtype), stride=2)
 
 
 class LibRawISP(nn.Module):
@@ -307,4 +358,19 @@ register_model(
         config={"demosaic": "AHD", "tone_curve": False},
     ),
     LibRawISP,
+)
+
+register_model(
+    ModelSpec(
+        name="classical-inverse",
+        family="classical",
+        description="fixed sRGB -> RAW baseline: classical backwards (inverse tone and gamma, matrix, 1/WB, mosaic)",
+        metadata_fields=("white_balance", "color_matrix"),
+        direction="inverse",
+        scale=1,
+        trainable=False,
+        exportable=False,
+        config={"tone_curve": True, "oetf": "srgb"},
+    ),
+    ClassicalInverse,
 )

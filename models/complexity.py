@@ -88,10 +88,13 @@ def gmacs_per_output_megapixel(model: nn.Module, spec: Any, size: tuple[int, int
 
     The input is packed RAW (1, 4, H/2, W/2) filled with 0.5, plus the metadata tensors ``spec`` lists
     (``spec.metadata_fields``), built by :func:`dummy_metadata`; the megapixels are those of the output the
-    model actually returns (its first tensor if it returns several).
+    model actually returns (its first tensor if it returns several). An inverse (sRGB -> RAW) model gets sRGB
+    (1, 3, H, W) filled with 0.5 and is counted per megapixel of that full-resolution input, so both directions
+    are per image megapixel.
     """
     h, w = size
-    raw = torch.full((1, 4, h // 2, w // 2), 0.5)
+    inverse = bool(getattr(spec, "inverse", False))
+    raw = torch.full((1, 3, h, w), 0.5) if inverse else torch.full((1, 4, h // 2, w // 2), 0.5)
     fields = tuple(getattr(spec, "metadata_fields", ()) or ())
     if getattr(spec, "metadata_encoding", None):
         meta = spec.metadata_inputs(dummy_metadata(spec.metadata_sources))
@@ -100,4 +103,5 @@ def gmacs_per_output_megapixel(model: nn.Module, spec: Any, size: tuple[int, int
     macs, out = count_macs(model, raw, **meta)
     if isinstance(out, (tuple, list)):
         out = out[0]
-    return macs / 1e9 / (out.shape[-2] * out.shape[-1] / 1e6)
+    pixels = h * w if inverse else out.shape[-2] * out.shape[-1]
+    return macs / 1e9 / (pixels / 1e6)

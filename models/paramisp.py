@@ -19,6 +19,13 @@ Forward network, RAW -> sRGB (the paper's Fig. 2, official code's shapes):
    stage's Linear(64, 39) give a residual quadratic colour transform (3 x 10) and a per-channel generalised
    gamma ``((a x + b)^g - b^g) / ((a + b)^g - b^g)`` with ``g = exp(w0), b = |w1|, a = exp(w2)``.
 
+Inverse network, sRGB -> RAW (``paramisp-inverse``, the paper's Fig. 2 bottom): the same blocks in reverse
+order. GlobalNet undoes the tone and colour rendering of the sRGB input, LocalNet the local adjustments, then
+the inverse CanoNet applies the sRGB -> camera matrix (the second half of ``ccm``), divides by the white
+balance (no clip, as in the official code) and mosaics to packed RGGB with a fixed stride-2 2x2 selection
+convolution. ParamNet conditions both subnets; the over-exposure mask is taken from the sRGB input. Output:
+the clean packed RAW (N, 4, H/2, W/2), nominally [0, 1] (not clipped); noise is the caller's to add.
+
 The official code's camera-ID embedding (multiplied by 0, ~1.1k parameters) is left out, so the faithful
 preset has 709,885 parameters against the official 710,973.
 
@@ -38,7 +45,7 @@ from torch import nn
 
 from mobileisp.errors import ModelError
 from mobileisp.metadata_encoding import CAMERA_TO_SRGB, PARAMISP_FEATURES_PER_PARAMETER, PARAMISP_OPTICS
-from mobileisp.models.classical import MalvarDemosaic
+from mobileisp.models.classical import MalvarDemosaic, mosaic_kernel
 from mobileisp.models.registry import ModelSpec, register_model
 
 N_OPTICAL = len(PARAMISP_OPTICS["sources"])
@@ -265,6 +272,9 @@ class GlobalNet(nn.Module):
         for layer in self.last:
             nn.init.xavier_uniform_(layer.weight, gain=0.01)
         self.register_buffer("one_hot", torch.eye(stages), persistent=False)
+        # a buffer, not a constant moved with .to(image): a weight computed from the input would make
+        # torch.ao's FX quantization (Core ML w8a8) trace back into the graph inputs
+        self.register_buffer("rotate", _ROTATE.clone(), persistent=False)
 
     def coefficients(self, features: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """(N, stages * 39): per stage 30 quadratic weights (3 x 10, row-major) then 9 gamma parameters."""
@@ -275,8 +285,7 @@ class GlobalNet(nn.Module):
             out.append(F.elu(last(self.head(w))))
         return torch.cat(out, dim=1)
 
-    @staticmethod
-    def apply(image: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
+    def transform(self, image: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
         """Apply the stages of ``coeffs`` (N, S * 39) to ``image`` (N, 3, H, W).
 
         Written without slicing image channels and without 3-D tensors: the quadratic terms are
@@ -284,7 +293,7 @@ class GlobalNet(nn.Module):
         output channel a broadcast multiply + channel sum with its (N, 9, 1, 1) weights, and the gamma
         parameters (N, 3, 1, 1) broadcast over the image, so that converters need no layout guesses here.
         """
-        rotate = _ROTATE.to(image)
+        rotate = self.rotate
         y = image
         for s in range(coeffs.shape[1] // GlobalNet.COEFFS):
             c = coeffs[:, s * GlobalNet.COEFFS : (s + 1) * GlobalNet.COEFFS]
@@ -304,10 +313,43 @@ class GlobalNet(nn.Module):
         return y
 
     def forward(self, image: torch.Tensor, features: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return self.apply(image, self.coefficients(features, z))
+        return self.transform(image, self.coefficients(features, z))
 
 
 # ------------------------------------------------------------------------------------------ the network
+
+
+class CanoNet(nn.Module):
+    """CanoNet (no weights): demosaic, white balance, clip, camera -> linear sRGB. Returns I_lin (N, 3, H, W).
+
+    Inputs ``raw`` (N, 4, H/2, W/2), ``white_balance`` (N, 3), ``ccm`` (N, 18). Each output channel is a
+    broadcast multiply of the image by its matrix row (N, 3, 1, 1) and a channel sum: no image-channel slices
+    and no 3-D tensors reach the converters.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.demosaic = MalvarDemosaic()
+
+    def forward(self, raw: torch.Tensor, white_balance: torch.Tensor, ccm: torch.Tensor) -> torch.Tensor:
+        rgb = self.demosaic(raw)
+        rgb = torch.clamp(rgb * white_balance.reshape(-1, 3, 1, 1), 0.0, 1.0)
+        rows = [(ccm[:, 3 * c : 3 * c + 3].reshape(-1, 3, 1, 1) * rgb).sum(dim=1, keepdim=True) for c in range(3)]
+        return torch.cat(rows, dim=1)
+
+
+class InverseCanoNet(nn.Module):
+    """Inverse CanoNet (no weights): linear sRGB (N, 3, H, W) -> sRGB->camera matrix (second half of ``ccm``)
+    -> / white balance (no clip, as the official code) -> mosaic. Returns packed RGGB (N, 4, H/2, W/2)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mosaic", mosaic_kernel(), persistent=False)
+
+    def forward(self, lin: torch.Tensor, white_balance: torch.Tensor, ccm: torch.Tensor) -> torch.Tensor:
+        rows = [(ccm[:, 9 + 3 * c : 12 + 3 * c].reshape(-1, 3, 1, 1) * lin).sum(dim=1, keepdim=True) for c in range(3)]
+        cam = torch.cat(rows, dim=1) / white_balance.reshape(-1, 3, 1, 1)
+        return F.conv2d(cam, self.mosaic, stride=2)
 
 
 class ParamISP(nn.Module):
@@ -329,30 +371,49 @@ class ParamISP(nn.Module):
         super().__init__()
         if width % 2 or width < 4:
             raise ModelError(f"ParamISP width must be even and >= 4, got {width}")
-        self.demosaic = MalvarDemosaic()
+        self.canonet = CanoNet()
         self.features = HandcraftedFeatures(bins)
         self.param_net = ParamNet(width, dropout)
         self.local_net = LocalNet(self.features.channels, width, scales, blocks, act, spatial_attention, channel_max)
         self.global_net = GlobalNet(self.features.channels, width, stages, act)
 
-    def canonical(self, raw: torch.Tensor, white_balance: torch.Tensor, ccm: torch.Tensor) -> torch.Tensor:
-        """CanoNet: demosaic, white balance, clip, camera -> linear sRGB. Returns I_lin (N, 3, H, W).
-
-        Each output channel is a broadcast multiply of the image by its matrix row (N, 3, 1, 1) and a channel
-        sum: no image-channel slices and no 3-D tensors reach the converters.
-        """
-        rgb = self.demosaic(raw)
-        rgb = torch.clamp(rgb * white_balance.reshape(-1, 3, 1, 1), 0.0, 1.0)
-        rows = [(ccm[:, 3 * c : 3 * c + 3].reshape(-1, 3, 1, 1) * rgb).sum(dim=1, keepdim=True) for c in range(3)]
-        return torch.cat(rows, dim=1)
-
     def forward(self, raw: torch.Tensor, white_balance: torch.Tensor, ccm: torch.Tensor,
                 optics: torch.Tensor) -> torch.Tensor:
-        lin = self.canonical(raw, white_balance, ccm)
+        lin = self.canonet(raw, white_balance, ccm)
         z = self.param_net(optics, white_balance, ccm)
         over = overexposure_mask(lin)
         local = self.local_net(lin, self.features(lin, over), z)
         return self.global_net(local, self.features(local, over), z)
+
+
+class ParamISPInverse(nn.Module):
+    """ParamISP inverse network: sRGB + camera parameters -> clean packed RGGB (see the module docstring).
+
+    Same arguments and the same parameter count as :class:`ParamISP`.
+
+    Shapes: ``srgb`` (N, 3, H, W) in [0, 1], H and W multiples of 4 and >= 128; ``white_balance`` (N, 3);
+    ``ccm`` (N, 18); ``optics`` (N, 60). Output (N, 4, H/2, W/2).
+    """
+
+    def __init__(self, width: int = 64, scales: int = 2, blocks: int = 2, bins: Sequence[int] = (4, 8, 16),
+                 act: str = "elu", spatial_attention: bool = True, channel_max: bool = True, stages: int = 4,
+                 dropout: float = 0.2):
+        super().__init__()
+        if width % 2 or width < 4:
+            raise ModelError(f"ParamISP width must be even and >= 4, got {width}")
+        self.features = HandcraftedFeatures(bins)
+        self.param_net = ParamNet(width, dropout)
+        self.global_net = GlobalNet(self.features.channels, width, stages, act)
+        self.local_net = LocalNet(self.features.channels, width, scales, blocks, act, spatial_attention, channel_max)
+        self.decanonet = InverseCanoNet()
+
+    def forward(self, srgb: torch.Tensor, white_balance: torch.Tensor, ccm: torch.Tensor,
+                optics: torch.Tensor) -> torch.Tensor:
+        z = self.param_net(optics, white_balance, ccm)
+        over = overexposure_mask(srgb)
+        tone = self.global_net(srgb, self.features(srgb, over), z)
+        local = self.local_net(tone, self.features(tone, over), z)
+        return self.decanonet(local, white_balance, ccm)
 
 
 # ------------------------------------------------------------------------------------------ registry
@@ -408,4 +469,29 @@ register_model(
         **_SPEC,
     ),
     ParamISP,
+)
+
+_INVERSE_SPEC = {**_SPEC, "direction": "inverse", "scale": 1, "loss": "raw-l1"}
+
+register_model(
+    ModelSpec(
+        name="paramisp-inverse",
+        description="ParamISP (ICCV'23) inverse, sRGB -> RAW: GlobalNet + LocalNet + inverse CanoNet + mosaic, 0.71M",
+        weights=None,
+        train_config=TRAIN_CONFIG,
+        **_INVERSE_SPEC,
+    ),
+    ParamISPInverse,
+)
+
+register_model(
+    ModelSpec(
+        name="paramisp-inverse-lite",
+        description="ParamISP inverse mobile variant (sRGB -> RAW), the paramisp-lite preset",
+        weights="paramisp-inverse-lite",
+        config=LITE_CONFIG,
+        train_config={**TRAIN_CONFIG, "lr": 1e-3, "crop": 128, "schedule": "cosine", "min_factor": 0.05},
+        **_INVERSE_SPEC,
+    ),
+    ParamISPInverse,
 )

@@ -1,8 +1,10 @@
 """The model registry: name -> (ModelSpec, builder).
 
-Every network takes packed RGGB RAW ``raw`` of shape (N, 4, H/2, W/2) in [0, 1] plus the camera-metadata
-tensors its spec lists (see :mod:`mobileisp.metadata`), passed as keyword arguments, and returns sRGB of
-shape (N, 3, H, W) in [0, 1] (``scale`` output pixels per packed pixel).
+A ``forward`` network (every ISP here) takes packed RGGB RAW ``raw`` of shape (N, 4, H/2, W/2) in [0, 1] plus
+the camera-metadata tensors its spec lists (see :mod:`mobileisp.metadata`), passed as keyword arguments, and
+returns sRGB of shape (N, 3, H, W) in [0, 1] (``scale`` output pixels per packed pixel). An ``inverse``
+network (``paramisp-inverse``) takes sRGB ``srgb`` (N, 3, H, W) plus its metadata and returns the clean packed
+RAW (N, 4, H/2, W/2) that camera would have recorded (``scale`` 1).
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ class TensorSpec:
 
 RAW_INPUT = TensorSpec("raw", ("N", 4, "H/2", "W/2"), description="packed RGGB, black-subtracted, / (white - black)")
 SRGB_OUTPUT = TensorSpec("srgb", ("N", 3, "H", "W"), description="display sRGB")
+SRGB_INPUT = TensorSpec("srgb", ("N", 3, "H", "W"), description="display sRGB")
+RAW_OUTPUT = TensorSpec("raw", ("N", 4, "H/2", "W/2"), range=None,
+                        description="packed RGGB, clean (noise-free), black-subtracted, / (white - black)")
+#: ``forward``: RAW -> sRGB; ``inverse``: sRGB -> RAW (data synthesis).
+DIRECTIONS = ("forward", "inverse")
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,7 @@ class ModelSpec:
         config: keyword arguments for the builder (the preset).
         loss: name of the training loss in :mod:`mobileisp.losses` (the paper's loss).
         train_config: the paper's optimiser and schedule (``lr``, ``optimizer``, ...), scaled by train.py.
+        direction: ``forward`` (RAW -> sRGB) or ``inverse`` (sRGB -> RAW); see the module docstring.
     """
 
     name: str
@@ -80,14 +88,41 @@ class ModelSpec:
     config: dict[str, Any] = field(default_factory=dict)
     loss: str = "l1"
     train_config: dict[str, Any] = field(default_factory=dict)
+    direction: str = "forward"
+
+    @property
+    def inverse(self) -> bool:
+        """True for an sRGB -> RAW network."""
+        return self.direction == "inverse"
+
+    @property
+    def image_input(self) -> TensorSpec:
+        """The image input: packed RAW (forward) or sRGB (inverse)."""
+        return SRGB_INPUT if self.inverse else RAW_INPUT
+
+    @property
+    def input_scale(self) -> int:
+        """Image-input pixels per packed RAW pixel along each axis: 1 for RAW, 2 for sRGB."""
+        return 2 if self.inverse else 1
+
+    def sample_input(self, sample: dict[str, Any]):
+        """The image input of a dataset sample (``raw`` or ``srgb``, without batch axis)."""
+        return sample["srgb"] if self.inverse else sample["raw"]
+
+    def sample_target(self, sample: dict[str, Any]):
+        """The ground truth of a dataset sample: ``srgb``, or for an inverse net the clean RAW
+        (``raw_clean`` where the data has it, synthetic data does; else the recorded ``raw``)."""
+        if not self.inverse:
+            return sample["srgb"]
+        return sample["raw_clean"] if "raw_clean" in sample else sample["raw"]
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
-        """The RAW input followed by one tensor per metadata field."""
+        """The image input followed by one tensor per metadata field."""
         meta = tuple(TensorSpec(f, ("N", *self.metadata_shape(f)), layout="N...", range=None,
                                 description=self.metadata_encoding.get(f, {}).get("kind", ""))
                      for f in self.metadata_fields)
-        return (RAW_INPUT, *meta)
+        return (self.image_input, *meta)
 
     def metadata_shape(self, name: str) -> tuple[int, ...]:
         """Per-sample shape of the metadata input ``name``."""
@@ -110,7 +145,7 @@ class ModelSpec:
 
     @property
     def output(self) -> TensorSpec:
-        return SRGB_OUTPUT
+        return RAW_OUTPUT if self.inverse else SRGB_OUTPUT
 
     def weights_path(self) -> Path | None:
         """Path of the shipped weights, or None when the model ships none."""
@@ -130,6 +165,8 @@ def register_model(spec: ModelSpec, builder: Callable[..., Any]) -> None:
     """Register ``builder(**spec.config)`` under ``spec.name``. Names are unique."""
     if spec.name in _REGISTRY:
         raise ValueError(f"model {spec.name!r} registered twice")
+    if spec.direction not in DIRECTIONS:
+        raise ValueError(f"{spec.name}: direction must be one of {DIRECTIONS}, got {spec.direction!r}")
     for f in spec.metadata_fields:
         if f in spec.metadata_encoding:
             check_recipe(f, spec.metadata_encoding[f])

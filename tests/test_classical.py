@@ -36,7 +36,7 @@ def _pack(rgb: np.ndarray) -> np.ndarray:
 
 
 def _demosaic(packed: np.ndarray) -> np.ndarray:
-    return MalvarDemosaic()(torch.from_numpy(packed)[None].double())[0].numpy()
+    return MalvarDemosaic().double()(torch.from_numpy(packed)[None].double())[0].numpy()
 
 
 def _metadata_tensors(params: synth.UnprocessParams) -> dict[str, torch.Tensor]:

@@ -245,8 +245,8 @@ def test_raw_jpeg_pairs_bad_folders(tmp_path):
     with pytest.raises(DatasetError, match="no .dng"):
         data.RawJpegPairs(tmp_path)
     write_pair(tmp_path, "a", synth.dead_leaves(32, 32, np.random.default_rng(0)))
-    (tmp_path / "a.jpg").rename(tmp_path / "a.png")
-    with pytest.raises(DatasetError, match="a.dng: no JPEG partner"):
+    (tmp_path / "a.jpg").rename(tmp_path / "a.bmp")
+    with pytest.raises(DatasetError, match="a.dng: no image partner"):
         data.RawJpegPairs(tmp_path)
 
 

@@ -108,7 +108,8 @@ def test_trained_model_meets_every_floor(name, fmt, tmp_path):
 #: floor (35.2 dB at 256x256: GlobalNet's runtime exponents and exp() quantized to 16-bit activations), so it is
 #: exported here only to show that the floor refuses it.
 METADATA_MODELS = {"paramisp-lite": {"tflite": ["fp32", "fp16", "int8"], "coreml": ["fp16"]},
-                   "crispnet": {"tflite": ["fp32", "fp16", "int8"], "coreml": ["fp16"]}}
+                   "crispnet": {"tflite": ["fp32", "fp16", "int8"], "coreml": ["fp16"]},
+                   "paramisp-inverse-lite": {"tflite": ["fp32", "fp16", "int8"], "coreml": ["fp16"]}}
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mobileisp import losses
@@ -231,7 +232,7 @@ def test_gradients_are_finite_at_black_and_saturated_outputs():
 
 
 def test_unknown_loss_stage_and_option_are_value_errors():
-    assert losses.list_losses() == ["cameranet", "deepisp", "l1", "l1+ssim", "lab-l1", "mse"]
+    assert losses.list_losses() == ["cameranet", "deepisp", "l1", "l1+ssim", "lab-l1", "mse", "raw-l1"]
     assert get_loss("deepisp", alpha=0.3).name == "lab-l1"
     with pytest.raises(ValueError, match="unknown loss 'vgg'"):
         get_loss("vgg")
@@ -253,3 +254,19 @@ def test_cameranet_ssim_weight_adds_ssim_on_the_srgb_output():
     assert logs["enhance"] == pytest.approx(expected_enh, rel=1e-5)
     assert with_ssim.item() == pytest.approx(0.1 * logs["restore"] + 0.9 * logs["enhance"], rel=1e-6)
     assert with_ssim.item() > plain.item()
+
+
+def test_raw_l1_scores_an_inverse_model_on_the_clean_raw():
+    """raw-l1 feeds sRGB to the model and compares with ``raw_clean`` when present, else ``raw``."""
+
+    class ToRaw(torch.nn.Module):
+        def forward(self, srgb, **meta):
+            return F.avg_pool2d(srgb, 2)[:, [0, 1, 1, 2]]
+
+    srgb = torch.rand(2, 3, 8, 8)
+    pred = ToRaw()(srgb)
+    batch = {"srgb": srgb, "raw": pred + 0.25, "raw_clean": pred + 0.5}
+    loss, logs = get_loss("raw-l1")(ToRaw(), batch)
+    assert loss.item() == pytest.approx(0.5) and logs == {"raw_l1": pytest.approx(0.5)}
+    del batch["raw_clean"]
+    assert get_loss("raw-l1")(ToRaw(), batch)[0].item() == pytest.approx(0.25)

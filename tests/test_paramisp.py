@@ -126,11 +126,12 @@ def test_handcrafted_features_match_their_definitions():
 
 def test_globalnet_with_zero_coefficients_is_the_identity_and_gamma_maps_0_1_to_0_1():
     image = torch.rand(1, 3, 4, 4)
-    assert torch.allclose(GlobalNet.apply(image, torch.zeros(1, 4 * 39)), image, atol=1e-6)
+    net = GlobalNet(36, width=8)
+    assert torch.allclose(net.transform(image, torch.zeros(1, 4 * 39)), image, atol=1e-6)
     coeffs = torch.zeros(1, 39)
     coeffs[0, 30:33] = math.log(1 / 2.2)  # gamma 1/2.2, beta 0.1, alpha 1
     coeffs[0, 33:36] = 0.1
-    y = GlobalNet.apply(torch.tensor([0.0, 0.25, 1.0]).reshape(1, 3, 1, 1).expand(1, 3, 1, 1).clone(), coeffs)
+    y = net.transform(torch.tensor([0.0, 0.25, 1.0]).reshape(1, 3, 1, 1).expand(1, 3, 1, 1).clone(), coeffs)
     g, b = 1 / 2.2, 0.1
     expected = [((v + b) ** g - b**g) / ((1 + b) ** g - b**g) for v in (0.0, 0.25, 1.0)]
     torch.testing.assert_close(y.flatten(), torch.tensor(expected), atol=1e-6, rtol=1e-6)
@@ -219,3 +220,29 @@ def test_run_uses_the_files_exif_and_refuses_a_file_without_iso(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "noiso.dng" in lines[0] and "iso" in lines[0], proc.stderr
     assert not (tmp_path / "noiso.png").exists()
+
+
+def test_inverse_canonet_is_the_unprocessing_matrix_white_balance_and_mosaic():
+    """InverseCanoNet on linear sRGB = synth's ``mosaic(lin @ rgb2cam.T / gains)`` for the same camera."""
+    from mobileisp import synth
+    from mobileisp.metadata_encoding import CAMERA_TO_SRGB
+    from mobileisp.models.paramisp import InverseCanoNet
+
+    params = synth.random_params(np.random.default_rng(7))
+    meta = params.metadata()
+    lin = np.random.default_rng(8).random((8, 10, 3))
+    gains = np.array([params.red_gain, 1.0, params.blue_gain])
+    expected = synth.mosaic(lin @ params.rgb2cam.T / gains)
+    ccm = torch.from_numpy(encode(CAMERA_TO_SRGB, {"color_matrix": np.asarray(meta.color_matrix)})).double()
+    out = InverseCanoNet().double()(torch.from_numpy(lin.transpose(2, 0, 1))[None],
+                                    torch.tensor(meta.white_balance, dtype=torch.float64)[None], ccm)
+    np.testing.assert_allclose(out[0].numpy(), expected, rtol=1e-5, atol=1e-6)  # ccm is float32 data
+
+
+def test_inverse_spec_takes_srgb_and_returns_packed_raw():
+    spec = get_spec("paramisp-inverse-lite")
+    assert spec.inverse and spec.scale == 1 and spec.input_scale == 2 and spec.loss == "raw-l1"
+    assert [(t.name, t.shape) for t in spec.inputs][0] == ("srgb", ("N", 3, "H", "W"))
+    assert (spec.output.name, spec.output.shape) == ("raw", ("N", 4, "H/2", "W/2"))
+    assert spec.metadata_fields == get_spec("paramisp-lite").metadata_fields
+    assert count_parameters(create_model("paramisp-inverse", weights=None))[0] == 709_885

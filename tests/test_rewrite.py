@@ -138,7 +138,7 @@ def test_deepisp_split_convs_and_quadratic_head():
 
 
 #: The published full-size networks (9-25 M parameters) take several seconds each: slow.
-_FULL_SIZE = ("liteisp", "cameranet", "deepisp", "paramisp")
+_FULL_SIZE = ("liteisp", "cameranet", "deepisp", "paramisp", "paramisp-inverse")
 EXPORTABLE = [
     pytest.param(n, marks=pytest.mark.slow) if n in _FULL_SIZE else n for n in list_models() if get_spec(n).exportable
 ]
@@ -155,7 +155,7 @@ def test_every_exportable_model_is_unchanged_by_its_rewrite(name, target):
     from mobileisp.data import heldout_set
 
     samples = heldout_set(1, 2 * side)
-    raw = samples[0]["raw"][None]
+    raw = torch.as_tensor(spec.sample_input(samples[0]))[None]  # sRGB for an inverse model
     meta = spec.metadata_inputs({f: torch.as_tensor(samples[0][f])[None] for f in spec.metadata_sources})
     new = rewrite.export_friendly(model, target)
     with torch.no_grad():

@@ -27,7 +27,11 @@ def scores():
 BELOW_BAR = ("crispnet",)
 
 
-@pytest.mark.parametrize("name", SHIPPED + BELOW_BAR)
+#: Shipped sRGB -> RAW models, scored on the clean packed RAW against the fixed ``classical-inverse``.
+SHIPPED_INVERSE = ("paramisp-inverse-lite",)
+
+
+@pytest.mark.parametrize("name", SHIPPED + BELOW_BAR + SHIPPED_INVERSE)
 def test_weights_and_model_card_ship(name):
     spec = get_spec(name)
     path = spec.weights_path()
@@ -46,3 +50,11 @@ def test_beats_both_baselines_by_two_db(scores, name):
     best_baseline = max(scores["classical"].psnr, scores["libraw"].psnr)
     assert row.psnr >= best_baseline + MARGIN_DB, (row.psnr, best_baseline)
     assert row.delta_e2000 < min(scores["classical"].delta_e2000, scores["libraw"].delta_e2000)
+
+
+@pytest.mark.parametrize("name", SHIPPED_INVERSE)
+def test_inverse_beats_the_fixed_inverse_by_two_db(name):
+    rows = {r.model: r for r in evaluate([(name, "default"), ("classical-inverse", "default")], n=16, size=128).rows}
+    assert not rows[name].weights.startswith("random"), rows[name].weights
+    assert rows[name].psnr >= rows["classical-inverse"].psnr + MARGIN_DB, (rows[name].psnr, rows["classical-inverse"].psnr)
+    assert rows[name].ssim > rows["classical-inverse"].ssim
