@@ -79,6 +79,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=int, default=32, help="context around each tile in packed pixels")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
 
+    p = command("synth", cmd_synth,
+                "make (DNG, sRGB) training pairs from sRGB images: unprocessing, or a learned inverse ISP (--inverse)")
+    p.add_argument("images", nargs="+", type=Path, help="sRGB images (.png, .jpg, .tif; 8 or 16 bits)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder (a pairs:DIR dataset)")
+    p.add_argument("--inverse", default=None, metavar="MODEL",
+                   help="sRGB -> RAW model (paramisp-inverse-lite, paramisp-inverse); default: unprocessing")
+    p.add_argument("--weights", default="default", help="weights of the --inverse model (default: the shipped ones)")
+    p.add_argument("--no-noise", action="store_true", help="write the clean RAW (no shot/read noise)")
+    p.add_argument("--seed", type=int, default=0, help="camera and noise seed (default 0)")
+    p.add_argument("--iso", type=float, default=None, help="ISO of every camera (also sets the noise level)")
+    p.add_argument("--exposure-time", type=float, default=None, help="exposure time in seconds")
+    p.add_argument("--f-number", type=float, default=None, help="aperture f-number")
+    p.add_argument("--focal-length", type=float, default=None, help="focal length in mm")
+    p.add_argument("--tile", type=int, default=512, help="tile edge in packed pixels for --inverse (0: whole image)")
+    p.add_argument("--force", action="store_true", help="overwrite existing pair files")
+
     p = command("demo", cmd_demo, "make a DNG, process it with every shipped model and the baselines, write images + report")
     p.add_argument("-o", "--output", type=Path, default=Path("out/demo"), help="output folder (default out/demo)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output folder")
@@ -201,6 +217,15 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
         args.model, args.rawfile, args.output, weights=args.weights, bits=args.bits, tile=args.tile,
         overlap=args.overlap, force=args.force, progress=not args.json,
     ).to_dict()
+
+
+def cmd_synth(args: argparse.Namespace):
+    from mobileisp.synth_pairs import synthesize
+
+    overrides = {"iso": args.iso, "exposure_time": args.exposure_time, "f_number": args.f_number,
+                 "focal_length": args.focal_length}
+    return synthesize(args.images, args.output, inverse=args.inverse, weights=args.weights, noise=not args.no_noise,
+                      seed=args.seed, overrides=overrides, tile=args.tile, force=args.force)
 
 
 def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
