@@ -155,8 +155,12 @@ def quantize_activations(model: nn.Module, example: tuple[torch.Tensor, ...], ca
         The finalized fake-quantized module (an ``fx.GraphModule``), eval mode: its output is the torch-side
         simulation of the w8a8 Core ML model.
 
-    Submodules the network lists in ``float_prefix`` (its linear-light part, before the display gamma) are
-    neither traced nor quantized: they stay float (fp16 in Core ML), as TFLite int8 keeps them float32.
+    Submodules the network lists in ``float_prefix`` (its linear-light part, before the display gamma) get no
+    quantization config: their layers (``call_module`` nodes) stay float (fp16 in Core ML), as TFLite int8 keeps
+    them float32. The graph is still traced through them, and torch.ao re-traces it in ``prepare``, so they cannot
+    be opaque leaves; functional ops inside them and the graph inputs (metadata included) are quantized like the
+    rest, which is why ParamISP's w8a8 (per-image colour matrix and exponents as 8-bit activations) misses its
+    floor.
     """
     from coremltools.optimize.torch.quantization import (
         LinearQuantizer,

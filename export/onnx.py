@@ -79,6 +79,8 @@ def export(
 
     path = Path(path)
     names = list(inputs)
+    if output_name in names:  # torch.onnx would silently rename the input ("srgb.1")
+        raise ValueError(f"output name {output_name!r} is also an input name")
     wrapped = NamedInputs(model, names[1:]).eval()
     try:
         with warnings.catch_warnings(), torch.no_grad():

@@ -135,9 +135,10 @@ def _host_fields() -> dict[str, Any]:
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    from mobileisp.metrics import psnr
-
-    return float(psnr(torch.from_numpy(np.clip(a, 0, 1)), torch.from_numpy(np.clip(b, 0, 1))).mean())
+    """PSNR (dB, range 1) of two clipped NCHW outputs of any channel count (sRGB, or packed RAW)."""
+    a, b = np.clip(a, 0, 1).astype(np.float64), np.clip(b, 0, 1).astype(np.float64)
+    mse = float(np.mean((a - b) ** 2))
+    return float("inf") if mse == 0 else float(10.0 * np.log10(1.0 / mse))
 
 
 def bench_host(
@@ -269,7 +270,8 @@ def _bench_onnx_of(model, spec, inputs: dict[str, torch.Tensor], feed: dict[str,
     from mobileisp.export.rewrite import export_friendly
 
     with tempfile.TemporaryDirectory(prefix="mobileisp-bench-") as tmp:
-        onnx_path = export(export_friendly(model, "onnx"), inputs, Path(tmp) / f"{spec.name}.onnx")
+        onnx_path = export(export_friendly(model, "onnx"), inputs, Path(tmp) / f"{spec.name}.onnx",
+                           output_name=spec.output.name)
         with _PeakMemory() as mem:
             t0 = time.perf_counter()
             runner = ONNXRunner(onnx_path, threads)
