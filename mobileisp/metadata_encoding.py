@@ -1,6 +1,6 @@
 """Host-side encodings of camera metadata into model inputs, stored as data with each model and artefact.
 
-Some networks do not take an EXIF value as it is but a fixed transform of it. ParamISP (Kim et al., ICCV 2023)
+Some networks do not take an EXIF value as it is but a fixed transform of it. ParamISP (Kim et al., CVPR 2024)
 feeds its ParamNet the *non-linear equalization* of each optical parameter (exposure time, ISO, f-number,
 focal length): fifteen functions of the value, each scaled by dataset-range constants of the official code.
 Those features span many orders of magnitude before scaling and use log/sin/cos, which delegates and int8

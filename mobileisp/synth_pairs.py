@@ -159,6 +159,11 @@ def _load_inverse(name: str | None, weights: str | None):
     if not spec.inverse:
         inverses = [m for m in list_models() if get_spec(m).inverse]
         raise ModelError(f"{name} is a RAW -> sRGB model; --inverse needs an sRGB -> RAW model: {', '.join(inverses)}")
+    if weights == "default" and (spec.weights_path() is None or not spec.weights_path().is_file()):
+        shipped = [m for m in list_models() if get_spec(m).inverse and get_spec(m).trainable and get_spec(m).weights_path()
+                   and get_spec(m).weights_path().is_file()]
+        raise ModelError(f"{name} ships no weights, and a random network makes useless data: train it "
+                         f"(mobileisp train {name} ...) and pass --weights FILE, or use {', '.join(shipped) or 'a trained model'}")
     return create_model(name, weights=weights), spec, weights_label(spec, weights)
 
 

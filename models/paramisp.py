@@ -1,4 +1,4 @@
-"""ParamISP (Kim et al., ICCV 2023): a RAW -> sRGB ISP conditioned on the camera's optical parameters.
+"""ParamISP (Kim et al., CVPR 2024): RAW -> sRGB and sRGB -> RAW ISPs conditioned on the camera's parameters.
 
 Forward network, RAW -> sRGB (the paper's Fig. 2, official code's shapes):
 
@@ -444,7 +444,7 @@ _SPEC = dict(
 register_model(
     ModelSpec(
         name="paramisp",
-        description="ParamISP (ICCV'23) forward: CanoNet + ParamNet (EXIF optics) + LocalNet + GlobalNet, 0.71M",
+        description="ParamISP (CVPR'24) forward: CanoNet + ParamNet (EXIF optics) + LocalNet + GlobalNet, 0.71M",
         weights=None,
         train_config=TRAIN_CONFIG,
         **_SPEC,
@@ -476,7 +476,7 @@ _INVERSE_SPEC = {**_SPEC, "direction": "inverse", "scale": 1, "loss": "raw-l1"}
 register_model(
     ModelSpec(
         name="paramisp-inverse",
-        description="ParamISP (ICCV'23) inverse, sRGB -> RAW: GlobalNet + LocalNet + inverse CanoNet + mosaic, 0.71M",
+        description="ParamISP (CVPR'24) inverse, sRGB -> RAW: GlobalNet + LocalNet + inverse CanoNet + mosaic, 0.71M",
         weights=None,
         train_config=TRAIN_CONFIG,
         **_INVERSE_SPEC,

@@ -119,13 +119,14 @@ def test_cli_synth_inverse_and_errors_write_nothing(photos, tmp_path):
         (("synth", small, "-o", tmp_path / "e2", "--inverse", "paramisp-inverse-lite"), "smaller than the 128x128"),
         (("synth", photos[0], "-o", tmp_path / "e3", "--inverse", "paramisp-lite"), "RAW -> sRGB model"),
         (("synth", photos[0], "-o", tmp_path / "e4", "--iso", "-5"), "--iso must be a positive number"),
+        (("synth", photos[0], "-o", tmp_path / "e5", "--inverse", "paramisp-inverse"), "ships no weights"),
         (("synth", photos[0], "-o", out), "exists; pass --force"),
     ]
     for args, message in cases:
         proc = _cli(*args)
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr
-    assert not any((tmp_path / f"e{i}").exists() for i in range(1, 5))
+    assert not any((tmp_path / f"e{i}").exists() for i in range(1, 6))
     refused = _cli("run", "paramisp-inverse-lite", out / "chelsea.dng", "-o", tmp_path / "x.png")
     assert refused.returncode == 2 and "mobileisp synth" in refused.stderr and not (tmp_path / "x.png").exists()
 
