@@ -503,7 +503,12 @@ class _ParityCase:
 
         feeds = []
         with tempfile.TemporaryDirectory(prefix="mobileisp-android-") as tmp:
-            for i, (name, value) in enumerate(self.set.numpy().items()):
+            # benchmark_model binds --input_layer entries to the model's inputs by position (a name mismatch is only
+            # a warning), so the files go in the interpreter's input order, which onnx2tf need not keep
+            values = self.set.numpy()
+            order = [d["name"] for d in self._runner.inputs]
+            items = sorted(values.items(), key=lambda kv: order.index(self._runner.input_index(kv[0])["name"]))
+            for i, (name, value) in enumerate(items):
                 detail = self._runner.input_index(name)
                 x = np.asarray(value, dtype=np.float32)
                 if x.ndim == 4:
