@@ -1,9 +1,10 @@
 """Model inputs for export: example, calibration (training distribution) and evaluation (held-out) sets.
 
 Every set is a dict ``input name -> float32 tensor`` in the ModelSpec's input order: ``raw`` (N, 4, H/2, W/2)
-packed RGGB in [0, 1] (an inverse model's ``srgb`` (N, 3, H, W) instead), then one tensor per metadata field (``white_balance`` (N, 3), ``color_matrix``
-(N, 3, 3), ...). Calibration samples come from :class:`mobileisp.data.SyntheticRawDataset` (training split,
-never the held-out set); evaluation samples from :func:`mobileisp.data.heldout_set`, with their sRGB targets.
+packed RGGB in [0, 1] (an inverse model's ``srgb`` (N, 3, H, W) instead), then one tensor per metadata field
+(``white_balance`` (N, 3), ``color_matrix`` (N, 3, 3), ...). Calibration samples come from
+:class:`mobileisp.data.SyntheticRawDataset` (training split, never the held-out set); evaluation samples from
+:func:`mobileisp.data.heldout_set`, with their targets (sRGB; the clean packed RAW for an inverse model).
 """
 
 from __future__ import annotations
