@@ -124,8 +124,8 @@ def synthesize(
         rgb = load_srgb(p)
         loaded.append(_crop_to(rgb, multiple, smallest, p))
     if not force:
-        existing = [out_dir / f"{s}{ext}" for s in stems for ext in (".dng", ".png")
-                    if (out_dir / f"{s}{ext}").exists()] + ([out_dir / "synth.json"] if (out_dir / "synth.json").exists() else [])
+        names = [f"{stem}{ext}" for stem in stems for ext in (".dng", ".png")] + ["synth.json"]
+        existing = [out_dir / n for n in names if (out_dir / n).exists()]
         if existing:
             raise MobileISPError(f"{existing[0]} exists; pass --force to overwrite")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -159,11 +159,15 @@ def _load_inverse(name: str | None, weights: str | None):
     if not spec.inverse:
         inverses = [m for m in list_models() if get_spec(m).inverse]
         raise ModelError(f"{name} is a RAW -> sRGB model; --inverse needs an sRGB -> RAW model: {', '.join(inverses)}")
-    if weights == "default" and (spec.weights_path() is None or not spec.weights_path().is_file()):
-        shipped = [m for m in list_models() if get_spec(m).inverse and get_spec(m).trainable and get_spec(m).weights_path()
-                   and get_spec(m).weights_path().is_file()]
+    def has_weights(m) -> bool:
+        path = get_spec(m).weights_path()
+        return path is not None and path.is_file()
+
+    if weights == "default" and not has_weights(name):
+        shipped = [m for m in list_models() if get_spec(m).inverse and get_spec(m).trainable and has_weights(m)]
         raise ModelError(f"{name} ships no weights, and a random network makes useless data: train it "
-                         f"(mobileisp train {name} ...) and pass --weights FILE, or use {', '.join(shipped) or 'a trained model'}")
+                         f"(mobileisp train {name} ...) and pass --weights FILE, or use "
+                         f"{', '.join(shipped) or 'a trained model'}")
     return create_model(name, weights=weights), spec, weights_label(spec, weights)
 
 
