@@ -139,10 +139,14 @@ def cam_to_srgb(color_matrix: torch.Tensor) -> torch.Tensor:
     Returns:
         (N, 3, 3) white-balanced camera RGB -> linear sRGB.
     """
+    return _inverse_3x3(srgb_to_cam(color_matrix))
+
+
+def srgb_to_cam(color_matrix: torch.Tensor) -> torch.Tensor:
+    """(N, 3, 3) linear sRGB -> camera RGB: ``color_matrix @ SRGB_TO_XYZ`` with rows normalised to sum 1."""
     srgb2xyz = torch.as_tensor(SRGB_TO_XYZ, dtype=color_matrix.dtype, device=color_matrix.device)
     rgb2cam = torch.matmul(color_matrix, srgb2xyz)
-    rgb2cam = rgb2cam / rgb2cam.sum(dim=-1, keepdim=True)
-    return _inverse_3x3(rgb2cam)
+    return rgb2cam / rgb2cam.sum(dim=-1, keepdim=True)
 
 
 def apply_matrix(matrix: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
@@ -193,6 +197,12 @@ def _check_inputs(raw: torch.Tensor, white_balance: torch.Tensor, color_matrix: 
         raise ImageSizeError(f"color_matrix must be (N, 3, 3) = ({n}, 3, 3), got {tuple(color_matrix.shape)}")
 
 
+def _check_oetf(oetf: str) -> str:
+    if oetf not in ("srgb", "gamma2.2"):
+        raise ValueError(f"oetf must be 'srgb' or 'gamma2.2', got {oetf!r}")
+    return oetf
+
+
 class ClassicalISP(nn.Module):
     """Fixed RAW -> sRGB pipeline: WB, clip, MHC demosaic, camera -> sRGB, clip, OETF, tone curve.
 
@@ -207,10 +217,8 @@ class ClassicalISP(nn.Module):
 
     def __init__(self, tone_curve: bool = True, oetf: str = "srgb") -> None:
         super().__init__()
-        if oetf not in ("srgb", "gamma2.2"):
-            raise ValueError(f"oetf must be 'srgb' or 'gamma2.2', got {oetf!r}")
         self.tone_curve = tone_curve
-        self.oetf = oetf
+        self.oetf = _check_oetf(oetf)
         self.demosaic = MalvarDemosaic()
 
     def forward(self, raw: torch.Tensor, white_balance: torch.Tensor, color_matrix: torch.Tensor) -> torch.Tensor:
@@ -238,10 +246,8 @@ class ClassicalInverse(nn.Module):
 
     def __init__(self, tone_curve: bool = True, oetf: str = "srgb") -> None:
         super().__init__()
-        if oetf not in ("srgb", "gamma2.2"):
-            raise ValueError(f"oetf must be 'srgb' or 'gamma2.2', got {oetf!r}")
         self.tone_curve = tone_curve
-        self.oetf = oetf
+        self.oetf = _check_oetf(oetf)
         self.register_buffer("mosaic", mosaic_kernel(), persistent=False)
 
     def forward(self, srgb: torch.Tensor, white_balance: torch.Tensor, color_matrix: torch.Tensor) -> torch.Tensor:
@@ -249,11 +255,8 @@ class ClassicalInverse(nn.Module):
         if self.tone_curve:
             x = inverse_smoothstep(x)
         lin = srgb_to_linear(x) if self.oetf == "srgb" else x.clamp_min(1e-8).pow(2.2)
-        srgb2xyz = torch.as_tensor(SRGB_TO_XYZ, dtype=color_matrix.dtype, device=color_matrix.device)
-        rgb2cam = torch.matmul(color_matrix, srgb2xyz)
-        rgb2cam = rgb2cam / rgb2cam.sum(dim=-1, keepdim=True)
-        cam = apply_matrix(rgb2cam, lin) / white_balance[:, :, None, None]
-        return F.conv2d(cam.clamp(0.0, 1.0), self.mosaic.to(cam.dtype), stride=2)
+        cam = apply_matrix(srgb_to_cam(color_matrix), lin) / white_balance[:, :, None, None]
+        return F.conv2d(cam.clamp(0.0, 1.0), self.mosaic, stride=2)
 
 
 class LibRawISP(nn.Module):

@@ -352,8 +352,8 @@ class InverseCanoNet(nn.Module):
         return F.conv2d(cam, self.mosaic, stride=2)
 
 
-class ParamISP(nn.Module):
-    """ParamISP forward network: packed RGGB + camera parameters -> sRGB (see the module docstring).
+class _ParamISPNets(nn.Module):
+    """The learned parts both directions share: hand-crafted features, ParamNet, LocalNet, GlobalNet.
 
     Args:
         width: LocalNet/GlobalNet/ParamNet width (64 in the paper's code).
@@ -371,11 +371,21 @@ class ParamISP(nn.Module):
         super().__init__()
         if width % 2 or width < 4:
             raise ModelError(f"ParamISP width must be even and >= 4, got {width}")
-        self.canonet = CanoNet()
         self.features = HandcraftedFeatures(bins)
         self.param_net = ParamNet(width, dropout)
         self.local_net = LocalNet(self.features.channels, width, scales, blocks, act, spatial_attention, channel_max)
         self.global_net = GlobalNet(self.features.channels, width, stages, act)
+
+
+class ParamISP(_ParamISPNets):
+    """ParamISP forward network: packed RGGB + camera parameters -> sRGB (see the module docstring).
+
+    Arguments as :class:`_ParamISPNets`.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.canonet = CanoNet()
 
     def forward(self, raw: torch.Tensor, white_balance: torch.Tensor, ccm: torch.Tensor,
                 optics: torch.Tensor) -> torch.Tensor:
@@ -386,25 +396,17 @@ class ParamISP(nn.Module):
         return self.global_net(local, self.features(local, over), z)
 
 
-class ParamISPInverse(nn.Module):
+class ParamISPInverse(_ParamISPNets):
     """ParamISP inverse network: sRGB + camera parameters -> clean packed RGGB (see the module docstring).
 
-    Same arguments and the same parameter count as :class:`ParamISP`.
+    Arguments as :class:`_ParamISPNets`; the same parameter count as :class:`ParamISP`.
 
     Shapes: ``srgb`` (N, 3, H, W) in [0, 1], H and W multiples of 4 and >= 128; ``white_balance`` (N, 3);
     ``ccm`` (N, 18); ``optics`` (N, 60). Output (N, 4, H/2, W/2).
     """
 
-    def __init__(self, width: int = 64, scales: int = 2, blocks: int = 2, bins: Sequence[int] = (4, 8, 16),
-                 act: str = "elu", spatial_attention: bool = True, channel_max: bool = True, stages: int = 4,
-                 dropout: float = 0.2):
-        super().__init__()
-        if width % 2 or width < 4:
-            raise ModelError(f"ParamISP width must be even and >= 4, got {width}")
-        self.features = HandcraftedFeatures(bins)
-        self.param_net = ParamNet(width, dropout)
-        self.global_net = GlobalNet(self.features.channels, width, stages, act)
-        self.local_net = LocalNet(self.features.channels, width, scales, blocks, act, spatial_attention, channel_max)
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
         self.decanonet = InverseCanoNet()
 
     def forward(self, srgb: torch.Tensor, white_balance: torch.Tensor, ccm: torch.Tensor,
